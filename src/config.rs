@@ -1,0 +1,569 @@
+//! Settings: defaults < TOML file < `STATECART_*` env < CLI flags, loaded and validated once.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use base64::Engine as _;
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Where login-session and cart state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionBackend {
+    /// An encrypted cookie in the browser: the server keeps nothing.
+    Cookie,
+    /// The process's memory.
+    Memory,
+    /// The `sessions` table of the app database.
+    Database,
+    /// Redis keys with a TTL.
+    Redis,
+}
+
+impl SessionBackend {
+    /// Every backend, in the order the docs list them.
+    pub const ALL: [SessionBackend; 4] = [Self::Cookie, Self::Memory, Self::Database, Self::Redis];
+
+    /// The config spelling of this backend.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cookie => "cookie",
+            Self::Memory => "memory",
+            Self::Database => "database",
+            Self::Redis => "redis",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.as_str() == value)
+    }
+
+    /// Whether the server (or a store it owns) keeps the state.
+    pub fn is_stateful(self) -> bool {
+        self != Self::Cookie
+    }
+}
+
+impl fmt::Display for SessionBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The validated settings the whole app runs on.
+#[derive(Clone)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    /// Where session state lives.
+    pub session_backend: SessionBackend,
+    /// Used by the `redis` backend.
+    pub redis_url: String,
+    /// Decoded session key (>= 64 bytes); `None` means "generate once into the data dir".
+    pub session_key: Option<Vec<u8>>,
+    /// Soft state: a session ends after this much inactivity.
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after login, whatever the activity.
+    pub absolute_timeout_secs: u64,
+    /// POSTs to /login and /register per client address per minute; 0 turns it off.
+    pub login_rate_limit_per_minute: u32,
+    /// Distinct products in one cart.
+    pub cart_max_lines: usize,
+    /// Soft state: how long the server pushes cart product changes.
+    pub live_lease_secs: u64,
+    /// What clients are told to poll at after a lease.
+    pub poll_interval_secs: u64,
+    /// Usernames allowed on /admin.
+    pub admin_users: Vec<String>,
+    /// Shown in every footer and in `X-Statecart-Instance`.
+    pub instance: String,
+    /// Where the SQLite file and the generated key live.
+    pub data_dir: PathBuf,
+    /// Mark the session cookie `Secure` (set it when the public URL is https).
+    pub cookie_secure: bool,
+    /// Capacity bound of the `memory` backend.
+    pub memory_max_sessions: u64,
+}
+
+/// Every key of the config contract, as spelled in TOML (env: `STATECART_` + upper case).
+pub const KEYS: [&str; 16] = [
+    "listen",
+    "database_url",
+    "session_backend",
+    "redis_url",
+    "session_key",
+    "idle_timeout_secs",
+    "absolute_timeout_secs",
+    "login_rate_limit_per_minute",
+    "cart_max_lines",
+    "live_lease_secs",
+    "poll_interval_secs",
+    "admin_users",
+    "instance",
+    "data_dir",
+    "cookie_secure",
+    "memory_max_sessions",
+];
+
+/// Default for `cart_max_lines`: keeps the encrypted cookie of a full cart well under 4096 bytes.
+pub const DEFAULT_CART_MAX_LINES: usize = 50;
+
+/// One layer of configuration: every key optional, as a source gives it. The same struct is
+/// the `serve` flags, so the key list exists once.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// Address to listen on (port 0 picks a free one) [default: 127.0.0.1:8080]
+    #[arg(long, global = true)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub listen: Option<String>,
+    /// sqlite://<path> or postgres://... [default: sqlite://<data_dir>/statecart.db]
+    #[arg(long, global = true)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub database_url: Option<String>,
+    /// Where session and cart live: cookie, memory, database or redis [default: database]
+    #[arg(long, global = true)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub session_backend: Option<String>,
+    /// Redis for the redis backend [default: redis://127.0.0.1:6379]
+    #[arg(long, global = true)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub redis_url: Option<String>,
+    /// Base64 key of at least 64 bytes, shared by instances [default: generated into <data_dir>/session.key]
+    #[arg(long, global = true)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub session_key: Option<String>,
+    /// A session ends after this much inactivity [default: 1800]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+    /// A session ends this long after login [default: 86400]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_timeout_secs: Option<u64>,
+    /// POSTs to /login and /register per client address per minute; 0 = off [default: 30]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_rate_limit_per_minute: Option<u32>,
+    /// Distinct products in one cart [default: 50]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cart_max_lines: Option<usize>,
+    /// How long the server pushes cart product changes [default: 60]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_lease_secs: Option<u64>,
+    /// What clients poll at after a lease ends [default: 15]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_secs: Option<u64>,
+    /// Usernames allowed on /admin, comma-separated [default: none]
+    #[arg(long, global = true, value_delimiter = ',')]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_list"
+    )]
+    pub admin_users: Option<Vec<String>>,
+    /// Name in every footer and X-Statecart-Instance [default: host name]
+    #[arg(long, global = true)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub instance: Option<String>,
+    /// Folder for the SQLite file and the generated key [default: data]
+    #[arg(long, global = true)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub data_dir: Option<String>,
+    /// Mark the session cookie Secure (when served over https) [default: false]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_secure: Option<bool>,
+    /// Capacity of the memory backend [default: 100000]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_sessions: Option<u64>,
+}
+
+/// A configuration mistake: one line naming the key and what is allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("config error: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn key(key: &str, message: impl fmt::Display) -> Self {
+        Self(format!("`{key}` {message}"))
+    }
+}
+
+impl Settings {
+    /// Loads defaults < TOML file < `STATECART_*` env < `cli` and validates the result.
+    pub fn load(config_file: Option<&Path>, cli: RawSettings) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = config_file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let raw: RawSettings = figment
+            .merge(Env::prefixed("STATECART_").only(&KEYS))
+            .merge(Serialized::defaults(cli))
+            .extract()
+            .map_err(describe_figment_error)?;
+        Self::from_raw(raw)
+    }
+
+    /// Defaults for everything, with the database and key under `data_dir`.
+    pub fn defaults_in(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: default_database_url(&data_dir),
+            session_backend: SessionBackend::Database,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            session_key: None,
+            idle_timeout_secs: 1800,
+            absolute_timeout_secs: 86_400,
+            login_rate_limit_per_minute: 30,
+            cart_max_lines: DEFAULT_CART_MAX_LINES,
+            live_lease_secs: 60,
+            poll_interval_secs: 15,
+            admin_users: Vec::new(),
+            instance: default_instance(),
+            data_dir,
+            cookie_secure: false,
+            memory_max_sessions: 100_000,
+        }
+    }
+
+    /// Validates one merged layer into settings, filling defaults.
+    pub fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(raw.data_dir.unwrap_or_else(|| "data".to_owned()));
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::key("data_dir", "must not be empty"));
+        }
+        let mut s = Self::defaults_in(data_dir);
+
+        if let Some(listen) = raw.listen {
+            s.listen = listen.parse().map_err(|_| {
+                ConfigError::key(
+                    "listen",
+                    format!("is {listen:?}; expected an address like 127.0.0.1:8080"),
+                )
+            })?;
+        }
+        if let Some(url) = raw.database_url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return Err(ConfigError::key(
+                    "database_url",
+                    format!(
+                        "is {:?}; expected sqlite://<path> or postgres://...",
+                        mask_url(&url)
+                    ),
+                ));
+            }
+            s.database_url = url;
+        }
+        if let Some(backend) = raw.session_backend {
+            s.session_backend = SessionBackend::parse(&backend).ok_or_else(|| {
+                ConfigError::key(
+                    "session_backend",
+                    format!("is {backend:?}; allowed values: cookie, memory, database, redis"),
+                )
+            })?;
+        }
+        if let Some(url) = raw.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::key(
+                    "redis_url",
+                    format!("is {:?}; expected redis://host:port", mask_url(&url)),
+                ));
+            }
+            s.redis_url = url;
+        }
+        if let Some(key) = raw.session_key {
+            s.session_key =
+                Some(decode_session_key(&key).map_err(|m| ConfigError::key("session_key", m))?);
+        }
+        if let Some(v) = raw.idle_timeout_secs {
+            s.idle_timeout_secs = positive("idle_timeout_secs", v)?;
+        }
+        if let Some(v) = raw.absolute_timeout_secs {
+            s.absolute_timeout_secs = positive("absolute_timeout_secs", v)?;
+        }
+        if let Some(v) = raw.login_rate_limit_per_minute {
+            s.login_rate_limit_per_minute = v;
+        }
+        if let Some(v) = raw.cart_max_lines {
+            if !(1..=DEFAULT_CART_MAX_LINES * 2).contains(&v) {
+                return Err(ConfigError::key(
+                    "cart_max_lines",
+                    format!("is {v}; allowed: 1 to {}", DEFAULT_CART_MAX_LINES * 2),
+                ));
+            }
+            s.cart_max_lines = v;
+        }
+        if let Some(v) = raw.live_lease_secs {
+            s.live_lease_secs = positive("live_lease_secs", v)?;
+        }
+        if let Some(v) = raw.poll_interval_secs {
+            s.poll_interval_secs = positive("poll_interval_secs", v)?;
+        }
+        if let Some(users) = raw.admin_users {
+            s.admin_users = users;
+        }
+        if let Some(instance) = raw.instance {
+            let instance = instance.trim().to_owned();
+            if instance.is_empty() || instance.len() > 64 || !instance.is_ascii() {
+                return Err(ConfigError::key(
+                    "instance",
+                    "must be 1 to 64 ASCII characters (it goes into a header)",
+                ));
+            }
+            s.instance = instance;
+        }
+        if let Some(v) = raw.cookie_secure {
+            s.cookie_secure = v;
+        }
+        if let Some(v) = raw.memory_max_sessions {
+            s.memory_max_sessions = positive("memory_max_sessions", v)?;
+        }
+        Ok(s)
+    }
+
+    /// Whether the database is PostgreSQL (otherwise SQLite).
+    pub fn uses_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+}
+
+impl fmt::Display for Settings {
+    /// The effective config on one line, secrets masked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "listen={} database_url={} session_backend={} redis_url={} session_key={} \
+             idle_timeout_secs={} absolute_timeout_secs={} login_rate_limit_per_minute={} \
+             cart_max_lines={} live_lease_secs={} poll_interval_secs={} admin_users=[{}] \
+             instance={} data_dir={} cookie_secure={} memory_max_sessions={}",
+            self.listen,
+            mask_url(&self.database_url),
+            self.session_backend,
+            mask_url(&self.redis_url),
+            if self.session_key.is_some() {
+                "<set>"
+            } else {
+                "<from data_dir>"
+            },
+            self.idle_timeout_secs,
+            self.absolute_timeout_secs,
+            self.login_rate_limit_per_minute,
+            self.cart_max_lines,
+            self.live_lease_secs,
+            self.poll_interval_secs,
+            self.admin_users.join(","),
+            self.instance,
+            self.data_dir.display(),
+            self.cookie_secure,
+            self.memory_max_sessions,
+        )
+    }
+}
+
+/// Decodes a base64 session key and checks it is long enough.
+pub fn decode_session_key(encoded: &str) -> Result<Vec<u8>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| "is not valid base64".to_owned())?;
+    if bytes.len() < 64 {
+        return Err(format!(
+            "decodes to {} bytes; at least 64 are needed",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Hides the password of `scheme://user:password@host/...`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("statecart.db").display())
+}
+
+fn default_instance() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    if host.is_empty() || !host.is_ascii() {
+        "statecart".to_owned()
+    } else {
+        host
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        Err(ConfigError::key(key, "must be at least 1"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn describe_figment_error(err: figment::Error) -> ConfigError {
+    let key = err.path.join(".");
+    let source = err
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    let kind = match &err.kind {
+        figment::error::Kind::UnknownField(field, _) => {
+            format!("unknown key `{field}`; known keys: {}", KEYS.join(", "))
+        }
+        other => other.to_string(),
+    };
+    if key.is_empty() {
+        ConfigError(format!("{kind}{source}"))
+    } else {
+        ConfigError(format!("`{key}` {kind}{source}"))
+    }
+}
+
+/// Env values like `42` or `true` arrive typed; a string setting takes them as written.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(Some(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::I(i) => i.to_string(),
+        Scalar::U(u) => u.to_string(),
+        Scalar::F(f) => f.to_string(),
+        Scalar::B(b) => b.to_string(),
+    }))
+}
+
+/// A list given as a TOML array or as one comma-separated string (env, flags).
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Many(Vec<String>),
+        One(String),
+    }
+    let items = match List::deserialize(d)? {
+        List::Many(v) => v,
+        List::One(s) => s.split(',').map(str::to_owned).collect(),
+    };
+    Ok(Some(
+        items
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_backend_names_the_key_and_the_allowed_values() {
+        let raw = RawSettings {
+            session_backend: Some("files".into()),
+            ..Default::default()
+        };
+        let err = Settings::from_raw(raw)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("session_backend"), "{err}");
+        assert!(err.contains("cookie, memory, database, redis"), "{err}");
+    }
+
+    #[test]
+    fn the_database_url_defaults_into_the_data_dir() {
+        let raw = RawSettings {
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let s = Settings::from_raw(raw).expect("valid");
+        assert_eq!(s.database_url, "sqlite:///tmp/x/statecart.db");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            mask_url("postgres://app:hunter2@db/shop"),
+            "postgres://app:***@db/shop"
+        );
+        assert_eq!(mask_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn short_session_keys_are_refused() {
+        assert!(decode_session_key("c2hvcnQ=").is_err());
+        let long = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
+        assert_eq!(decode_session_key(&long).map(|k| k.len()), Ok(64));
+    }
+}

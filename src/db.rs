@@ -1,0 +1,104 @@
+//! The app database: one pool for `sqlite://` or `postgres://`, with embedded migrations per dialect.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use anyhow::Context as _;
+use sqlx::{
+    AnyPool,
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::Migrator,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Which SQL dialect the pool speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Embedded SQLite (the default).
+    Sqlite,
+    /// PostgreSQL, to scale out.
+    Postgres,
+}
+
+/// A connection pool plus the dialect behind it; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    /// The pool; queries use `$1` placeholders, which both dialects accept.
+    pub pool: AnyPool,
+    /// The dialect, for the few statements that differ.
+    pub dialect: Dialect,
+}
+
+impl Db {
+    /// Connects to `url`, creating a SQLite file (and its folder) when missing.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if url.starts_with("sqlite:") {
+            (Dialect::Sqlite, prepare_sqlite_url(url)?)
+        } else {
+            (Dialect::Postgres, url.to_owned())
+        };
+        let options = AnyConnectOptions::from_str(&url).context("parsing database_url")?;
+        let pool = AnyPoolOptions::new()
+            // SQLite has a single writer; a few connections serve readers while it works.
+            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            // Never hang a request on a database that is gone: fail fast and answer 503.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("connecting to {}", crate::config::mask_url(&url)))?;
+        if dialect == Dialect::Sqlite {
+            // WAL lets readers go on while a writer commits; the mode is kept in the file.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .context("enabling WAL")?;
+        }
+        Ok(Self { pool, dialect })
+    }
+
+    /// Applies the embedded migrations of this dialect.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await.context("running migrations")
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Waits for in-flight queries and closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Makes sure the folder exists and asks SQLite to create the file when missing.
+fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or_default();
+    let path = rest.split('?').next().unwrap_or_default();
+    if !path.is_empty()
+        && path != ":memory:"
+        && let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    Ok(if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}

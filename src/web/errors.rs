@@ -1,0 +1,246 @@
+//! One error type for every handler, and the middleware that turns any error status into a page.
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::{StatusCode, header},
+    middleware::Next,
+    web,
+};
+use askama::Template;
+
+use super::{Nav, Site};
+
+/// Everything a handler can fail with; the status decides the page, the cause is only logged.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 404: the page or thing does not exist (or is not yours).
+    #[error("not found")]
+    NotFound,
+    /// 400: the request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403: the request is not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 409: the request conflicts with the current state (e.g. stock ran out).
+    #[error("{0}")]
+    Conflict(String),
+    /// 422: well-formed but unacceptable input.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 429: slow down.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What the person is told.
+        message: String,
+        /// Seconds until a retry may succeed.
+        retry_after_secs: u64,
+    },
+    /// 503: a store this request needs does not answer.
+    #[error("{what} is unavailable")]
+    Unavailable {
+        /// What is down, in plain words.
+        what: &'static str,
+    },
+    /// 500: a bug or an unexpected failure; logged with its cause chain.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Seconds a client is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// The human message an error page shows, attached to error responses.
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::error!(error = %err, "database unavailable");
+                Self::Unavailable {
+                    what: "The database",
+                }
+            }
+            other => Self::Internal(anyhow::Error::new(other).context("database query failed")),
+        }
+    }
+}
+
+impl From<askama::Error> for AppError {
+    fn from(err: askama::Error) -> Self {
+        Self::Internal(anyhow::Error::new(err).context("rendering a template"))
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            Self::NotFound => default_message(StatusCode::NOT_FOUND).to_owned(),
+            Self::Internal(cause) => {
+                tracing::error!(error = ?cause, "request failed");
+                default_message(StatusCode::INTERNAL_SERVER_ERROR).to_owned()
+            }
+            Self::Unavailable { what } => {
+                format!(
+                    "{what} is not answering right now. Nothing was changed; please try again in a few seconds."
+                )
+            }
+            other => other.to_string(),
+        };
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            Self::Unavailable { .. } => {
+                res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            }
+            _ => {}
+        }
+        let mut res = res.finish();
+        res.extensions_mut().insert(ErrorMessage(message));
+        res
+    }
+}
+
+/// What a person reads for a status when the handler said nothing more specific.
+pub fn default_message(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "That request could not be understood. Please check the form and try again.",
+        403 => "That is not allowed.",
+        404 => "There is nothing here. The page may have moved, or the address has a typo.",
+        405 => "That page does not accept this kind of request.",
+        409 => "That conflicts with the shop's current state. Nothing was changed.",
+        413 => "That request was too large. Nothing was changed.",
+        415 => "That request had a content type this page does not accept.",
+        422 => "That input was not accepted. Nothing was changed.",
+        429 => "Too many requests. Please wait a little and try again.",
+        503 => {
+            "The shop is briefly unavailable. Nothing was changed; please try again in a few seconds."
+        }
+        _ if status.is_server_error() => {
+            "Something went wrong on our side. It has been logged; nothing was changed."
+        }
+        _ => "That request could not be completed.",
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    site: &'a Site,
+    nav: Nav,
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// Gives every 4xx/5xx a page in the site's layout (or JSON for JSON endpoints), keeping the
+/// status and headers such as `Retry-After`. Responses that already carry a page are left alone.
+pub async fn render_error_pages(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // The request cannot be cloned before routing, so keep what the page needs.
+    let site = req.app_data::<web::Data<Site>>().map(|s| Site::clone(s));
+    let wants_json = req.path().ends_with(".json") || req.path().starts_with("/cart/changes");
+    match next.call(req).await {
+        Ok(res) => {
+            let res = res.map_into_boxed_body();
+            if !needs_page(res.response()) {
+                return Ok(res);
+            }
+            let (req, old) = res.into_parts();
+            Ok(ServiceResponse::new(
+                req,
+                error_page(old, site.as_ref(), wants_json),
+            ))
+        }
+        // A middleware failed (e.g. the session store): the error carries its own response.
+        Err(err) => {
+            let mut page = error_page(err.error_response(), site.as_ref(), wants_json);
+            if let Some(site) = &site
+                && let Ok(value) = header::HeaderValue::from_str(&site.instance)
+            {
+                page.headers_mut().insert(
+                    header::HeaderName::from_static("x-statecart-instance"),
+                    value,
+                );
+            }
+            Err(actix_web::error::InternalError::from_response(err.to_string(), page).into())
+        }
+    }
+}
+
+fn needs_page(res: &HttpResponse) -> bool {
+    let status = res.status();
+    let has_body = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html") || ct.starts_with("application/json"));
+    (status.is_client_error() || status.is_server_error()) && !has_body
+}
+
+/// Replaces a bare error response by a page (or JSON), keeping its status and headers.
+fn error_page(old: HttpResponse, site: Option<&Site>, wants_json: bool) -> HttpResponse {
+    if !needs_page(&old) {
+        return old;
+    }
+    let status = old.status();
+    let message = old
+        .extensions()
+        .get::<ErrorMessage>()
+        .map(|m| m.0.clone())
+        .unwrap_or_else(|| default_message(status).to_owned());
+    let mut new = HttpResponse::build(status);
+    new.insert_header((header::CACHE_CONTROL, "no-store"));
+    let mut new = if wants_json {
+        new.json(serde_json::json!({ "error": message, "status": status.as_u16() }))
+    } else {
+        let page = site.map(|site| {
+            ErrorPage {
+                site,
+                nav: Nav::stateless(""),
+                status: status.as_u16(),
+                reason: status.canonical_reason().unwrap_or("Error"),
+                message: &message,
+            }
+            .render()
+        });
+        match page {
+            Some(Ok(html)) => new.content_type(header::ContentType::html()).body(html),
+            _ => new
+                .content_type(header::ContentType::plaintext())
+                .body(message),
+        }
+    };
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE
+            && name != header::CONTENT_LENGTH
+            && name != header::CACHE_CONTROL
+        {
+            new.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    new
+}

@@ -1,0 +1,54 @@
+//! Cacheable responses for the stateless half: strong ETags and `If-None-Match` answered with 304.
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::header::{self, ContentType},
+};
+use sha2::{Digest, Sha256};
+
+/// Seconds a public page may be reused before revalidating; the ETag makes that cheap.
+pub const PAGE_MAX_AGE: u32 = 30;
+
+/// A strong ETag: the first 128 bits of the body's SHA-256, quoted.
+pub fn etag_of(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether the request's `If-None-Match` names `etag` (or `*`).
+fn matches_if_none_match(req: &HttpRequest, etag: &str) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*")
+}
+
+/// A public, cacheable 200 (or 304 when the client already holds this body).
+pub fn cacheable(
+    req: &HttpRequest,
+    content_type: ContentType,
+    body: impl Into<Vec<u8>>,
+    cache_control: &str,
+) -> HttpResponse {
+    let body = body.into();
+    let etag = etag_of(&body);
+    if matches_if_none_match(req, &etag) {
+        return HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, cache_control.to_owned()))
+            .finish();
+    }
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache_control.to_owned()))
+        .body(body)
+}
+
+/// `Cache-Control` for public pages and JSON.
+pub fn public_page_cache_control() -> String {
+    format!("public, max-age={PAGE_MAX_AGE}")
+}

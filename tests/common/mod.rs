@@ -1,0 +1,171 @@
+//! Test helpers: spawn the app in-process on port 0 with a fresh data dir, per session backend.
+#![allow(dead_code)]
+
+use std::{path::PathBuf, time::Duration};
+
+use actix_web::dev::ServerHandle;
+use statecart::{Application, Settings, config::SessionBackend};
+use tempfile::TempDir;
+
+/// One backend variant the suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Cookie,
+    Memory,
+    Sqlite,
+}
+
+impl Variant {
+    pub fn backend(self) -> SessionBackend {
+        match self {
+            Self::Cookie => SessionBackend::Cookie,
+            Self::Memory => SessionBackend::Memory,
+            Self::Sqlite => SessionBackend::Database,
+        }
+    }
+}
+
+/// A running app plus a cookie-keeping client that does not follow redirects.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    handle: ServerHandle,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    // Dropped last: the data dir outlives the server.
+    pub data_dir: DataDir,
+}
+
+/// A temporary data dir, or a borrowed one when an app is restarted on the same data.
+pub enum DataDir {
+    Owned(TempDir),
+    Path(PathBuf),
+}
+
+impl DataDir {
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Self::Owned(dir) => dir.path().to_owned(),
+            Self::Path(path) => path.clone(),
+        }
+    }
+}
+
+/// Settings for a test app of `variant` in `data_dir`, on port 0.
+pub fn test_settings(variant: Variant, data_dir: &std::path::Path) -> Settings {
+    let mut settings = Settings::defaults_in(data_dir);
+    settings.listen = "127.0.0.1:0".parse().expect("address");
+    settings.session_backend = variant.backend();
+    settings.instance = "test-instance".to_owned();
+    settings
+}
+
+/// Spawns an app of `variant` with default test settings.
+pub async fn spawn_app(variant: Variant) -> TestApp {
+    spawn_app_with(variant, |_| {}).await
+}
+
+/// Spawns an app of `variant`, letting the test change settings first.
+pub async fn spawn_app_with(variant: Variant, change: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(variant, dir.path());
+    change(&mut settings);
+    start(settings, DataDir::Owned(dir)).await
+}
+
+/// Starts an app on exactly these settings.
+pub async fn start(settings: Settings, data_dir: DataDir) -> TestApp {
+    let app = Application::build(settings.clone())
+        .await
+        .expect("app builds");
+    let port = app.port();
+    let handle = app.handle();
+    let task = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: client(),
+        settings,
+        handle,
+        task: Some(task),
+        data_dir,
+    }
+}
+
+/// A client that keeps cookies and shows redirects instead of following them.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// Stops the server gracefully and waits for it, keeping the data dir.
+    pub async fn stop(mut self) -> (Settings, DataDir) {
+        self.handle.stop(true).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let data_dir = std::mem::replace(&mut self.data_dir, DataDir::Path(PathBuf::new()));
+        (self.settings.clone(), data_dir)
+    }
+
+    /// Stops this app and starts a new one on the same settings and data dir.
+    pub async fn restart(self) -> TestApp {
+        let (settings, data_dir) = self.stop().await;
+        start(settings, data_dir).await
+    }
+}
+
+/// Asserts that a response carries no `Set-Cookie`.
+pub fn assert_no_set_cookie(res: &reqwest::Response, what: &str) {
+    let cookies: Vec<_> = res.headers().get_all("set-cookie").iter().collect();
+    assert!(cookies.is_empty(), "{what} set a cookie: {cookies:?}");
+}
+
+/// Runs each named `async fn(Variant)` once per backend variant, as tests named
+/// `<fn>::cookie`, `<fn>::memory` and `<fn>::sqlite`.
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::common::Variant;
+            #[tokio::test]
+            async fn cookie() { super::$name(Variant::Cookie).await }
+            #[tokio::test]
+            async fn memory() { super::$name(Variant::Memory).await }
+            #[tokio::test]
+            async fn sqlite() { super::$name(Variant::Sqlite).await }
+        }
+    )*};
+}
+
+/// Text as askama's HTML escaping writes it, to look for it in a page.
+pub fn escaped(text: &str) -> String {
+    text.replace('&', "&#38;")
+        .replace('<', "&#60;")
+        .replace('>', "&#62;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}

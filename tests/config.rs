@@ -1,0 +1,192 @@
+//! The config contract, through the real binary: precedence file < env < flag, and exit 2.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+fn statecart() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_statecart"));
+    // Only what each test sets: no STATECART_* from the developer's shell.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("STATECART_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    cmd
+}
+
+/// Starts `serve`, waits for the config log line, stops the process and returns that line.
+fn effective_config(mut cmd: Command) -> String {
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn statecart");
+    let stderr = child.stderr.take().expect("stderr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut found = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("utf-8 log line");
+        if line.contains("starting statecart") {
+            found = Some(line);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no config line in time");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found.expect("the effective config is logged at start")
+}
+
+#[test]
+fn a_flag_beats_env_which_beats_the_file_which_beats_the_defaults() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("statecart.toml");
+    std::fs::write(
+        &file,
+        "instance = \"from-file\"\nidle_timeout_secs = 111\nabsolute_timeout_secs = 222\n\
+         poll_interval_secs = 333\nsession_backend = \"memory\"\n",
+    )
+    .expect("write config");
+    let mut cmd = statecart();
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0", "--absolute-timeout-secs", "666"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("STATECART_IDLE_TIMEOUT_SECS", "444")
+        .env("STATECART_ABSOLUTE_TIMEOUT_SECS", "555")
+        .env("STATECART_ADMIN_USERS", "alice, bob");
+    let line = effective_config(cmd);
+    for expected in [
+        "instance=from-file",        // file beats default
+        "poll_interval_secs=333",    // file only
+        "idle_timeout_secs=444",     // env beats file
+        "absolute_timeout_secs=666", // flag beats env and file
+        "session_backend=memory",    // file
+        "live_lease_secs=60",        // default
+        "admin_users=[alice,bob]",   // comma-separated in env
+    ] {
+        assert!(line.contains(expected), "{expected} missing in: {line}");
+    }
+}
+
+#[test]
+fn secrets_are_masked_in_the_logged_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = "a".repeat(88);
+    let mut cmd = statecart();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("STATECART_SESSION_KEY", &key)
+        .env("STATECART_REDIS_URL", "redis://user:hunter2@127.0.0.1:6379");
+    let line = effective_config(cmd);
+    assert!(!line.contains(&key), "the session key is never logged");
+    assert!(
+        !line.contains("hunter2"),
+        "passwords in URLs are never logged"
+    );
+    assert!(line.contains("session_key=<set>"));
+}
+
+fn fails_with_exit_2(args: &[&str], env: &[(&str, &str)], must_mention: &[&str]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = statecart();
+    cmd.args(args).arg("--data-dir").arg(dir.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run statecart");
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one clear line, got: {stderr}");
+    for word in must_mention {
+        assert!(lines[0].contains(word), "{word:?} missing in: {}", lines[0]);
+    }
+}
+
+#[test]
+fn an_unknown_backend_exits_2_naming_the_key_and_the_allowed_values() {
+    fails_with_exit_2(
+        &["serve"],
+        &[("STATECART_SESSION_BACKEND", "files")],
+        &["session_backend", "cookie, memory, database, redis"],
+    );
+    fails_with_exit_2(
+        &["serve", "--session-backend", "Cookie"],
+        &[],
+        &["session_backend", "cookie, memory, database, redis"],
+    );
+}
+
+#[test]
+fn a_bad_address_url_or_number_exits_2_naming_the_key() {
+    fails_with_exit_2(
+        &["serve", "--listen", "localhost"],
+        &[],
+        &["listen", "127.0.0.1:8080"],
+    );
+    fails_with_exit_2(
+        &["serve"],
+        &[("STATECART_DATABASE_URL", "mysql://x")],
+        &["database_url", "sqlite://", "postgres://"],
+    );
+    fails_with_exit_2(
+        &["serve"],
+        &[("STATECART_REDIS_URL", "localhost:6379")],
+        &["redis_url"],
+    );
+    fails_with_exit_2(
+        &["serve"],
+        &[("STATECART_IDLE_TIMEOUT_SECS", "soon")],
+        &["idle_timeout_secs"],
+    );
+    fails_with_exit_2(
+        &["serve"],
+        &[("STATECART_SESSION_KEY", "c2hvcnQ=")],
+        &["session_key", "64"],
+    );
+}
+
+#[test]
+fn a_missing_config_file_or_unknown_key_exits_2() {
+    fails_with_exit_2(
+        &["serve", "--config", "/nonexistent/statecart.toml"],
+        &[],
+        &["config file"],
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "session_backnd = \"cookie\"\n").expect("write");
+    fails_with_exit_2(
+        &["serve", "--config", file.to_str().expect("utf-8 path")],
+        &[],
+        &["session_backnd", "session_backend"],
+    );
+}
+
+#[test]
+fn migrate_applies_migrations_and_exits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = statecart()
+        .arg("migrate")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run migrate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.path().join("statecart.db").is_file(),
+        "the SQLite file is created"
+    );
+}

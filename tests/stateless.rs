@@ -1,0 +1,291 @@
+//! The stateless half: no cookies ever, cacheable responses, proper 404s, the JSON shape.
+
+mod common;
+
+use common::{Variant, assert_no_set_cookie, escaped, spawn_app};
+use reqwest::StatusCode;
+
+const STATELESS_ROUTES: [&str; 7] = [
+    "/",
+    "/about",
+    "/products",
+    "/products/1",
+    "/products.json",
+    "/static/app.css",
+    "/healthz",
+];
+
+async fn stateless_routes_never_set_a_cookie_even_when_one_is_sent(variant: Variant) {
+    let app = spawn_app(variant).await;
+    for path in STATELESS_ROUTES {
+        let res = app
+            .client
+            .get(app.url(path))
+            .header("cookie", "id=some-session-cookie; other=1")
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_no_set_cookie(&res, path);
+    }
+}
+
+async fn every_page_names_the_instance_and_the_backend(variant: Variant) {
+    let app = spawn_app(variant).await;
+    for path in ["/", "/about", "/products", "/products/2", "/products/abc"] {
+        let res = app.get(path).await;
+        assert_eq!(
+            res.headers()
+                .get("x-statecart-instance")
+                .map(|v| v.to_str().ok()),
+            Some(Some("test-instance")),
+            "{path}"
+        );
+        let body = res.text().await.expect("body");
+        assert!(
+            body.contains(r#"data-test="instance">test-instance<"#),
+            "{path}"
+        );
+        let backend = format!(r#"data-test="backend">{}<"#, variant.backend());
+        assert!(body.contains(&backend), "{path} should name {backend}");
+    }
+}
+
+async fn about_explains_the_running_backend(variant: Variant) {
+    let app = spawn_app(variant).await;
+    let body = app.get("/about").await.text().await.expect("body");
+    for kind in ["Stateless", "Soft state", "Stateful"] {
+        assert!(body.contains(kind), "about should explain {kind}");
+    }
+    let facts = statecart::session::facts(variant.backend());
+    assert!(body.contains(&format!("<code>{}</code> backend", variant.backend())));
+    assert!(
+        body.contains(&escaped(facts.location)),
+        "about should say where state lives"
+    );
+    assert!(
+        body.contains(&escaped(facts.revocation)),
+        "about should say what logout revokes"
+    );
+}
+
+for_each_backend!(
+    stateless_routes_never_set_a_cookie_even_when_one_is_sent,
+    every_page_names_the_instance_and_the_backend,
+    about_explains_the_running_backend,
+);
+
+#[tokio::test]
+async fn pages_and_json_are_publicly_cacheable_with_a_strong_etag() {
+    let app = spawn_app(Variant::Sqlite).await;
+    for path in ["/", "/about", "/products", "/products/1", "/products.json"] {
+        let res = app.get(path).await;
+        let etag = res
+            .headers()
+            .get("etag")
+            .expect("etag")
+            .to_str()
+            .expect("ascii");
+        assert!(
+            etag.starts_with('"') && !etag.starts_with("W/"),
+            "{path}: {etag}"
+        );
+        let cache = res.headers().get("cache-control").expect("cache-control");
+        assert!(
+            cache
+                .to_str()
+                .expect("ascii")
+                .starts_with("public, max-age="),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_matching_if_none_match_gets_304_without_a_body() {
+    let app = spawn_app(Variant::Sqlite).await;
+    for path in [
+        "/",
+        "/products",
+        "/products/3",
+        "/products.json",
+        "/static/app.css",
+    ] {
+        let first = app.get(path).await;
+        let etag = first.headers().get("etag").expect("etag").clone();
+        let again = app
+            .client
+            .get(app.url(path))
+            .header("if-none-match", etag.clone())
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.headers().get("etag"), Some(&etag), "{path}");
+        assert_no_set_cookie(&again, path);
+        assert!(
+            again.bytes().await.expect("body").is_empty(),
+            "{path}: 304 has no body"
+        );
+
+        let stale = app
+            .client
+            .get(app.url(path))
+            .header("if-none-match", "\"not-this-one\"")
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(
+            stale.status(),
+            StatusCode::OK,
+            "{path}: a stale tag gets the page"
+        );
+    }
+}
+
+#[tokio::test]
+async fn static_assets_are_cacheable_for_a_year() {
+    let app = spawn_app(Variant::Sqlite).await;
+    let res = app.get("/static/app.css").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers().get("content-type").map(|v| v.to_str().ok()),
+        Some(Some("text/css; charset=utf-8"))
+    );
+    assert_eq!(
+        res.headers().get("cache-control").map(|v| v.to_str().ok()),
+        Some(Some("public, max-age=31536000, immutable"))
+    );
+    assert_eq!(
+        app.get("/static/missing.css").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_product_ids_get_the_404_page() {
+    let app = spawn_app(Variant::Sqlite).await;
+    for path in [
+        "/products/abc",
+        "/products/999999",
+        "/products/0",
+        "/products/-1",
+        "/products/1%20OR%201=1",
+        "/products/99999999999999999999999",
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let body = res.text().await.expect("body");
+        assert!(
+            body.contains(r#"data-test="error-page""#),
+            "{path}: a page in the layout"
+        );
+        assert!(
+            body.contains("There is nothing here"),
+            "{path}: a message a person reads"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_get_pages_too() {
+    let app = spawn_app(Variant::Sqlite).await;
+    let res = app.get("/no/such/page").await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains(r#"data-test="error-page""#)
+    );
+
+    let res = app
+        .client
+        .post(app.url("/products"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("does not accept this kind of request")
+    );
+}
+
+#[tokio::test]
+async fn products_json_is_an_array_of_id_name_price_and_stock() {
+    let app = spawn_app(Variant::Sqlite).await;
+    let res = app.get("/products.json").await;
+    assert_eq!(
+        res.headers().get("content-type").map(|v| v.to_str().ok()),
+        Some(Some("application/json"))
+    );
+    let products: Vec<serde_json::Map<String, serde_json::Value>> =
+        res.json().await.expect("a JSON array of objects");
+    assert!(products.len() >= 12, "the seed has at least 12 products");
+    for p in &products {
+        let mut keys: Vec<_> = p.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["id", "name", "price_cents", "stock"]);
+        assert!(p["id"].as_i64().is_some_and(|id| id > 0));
+        assert!(p["name"].as_str().is_some_and(|n| !n.is_empty()));
+        assert!(p["price_cents"].as_i64().is_some_and(|c| c > 0));
+        assert!(p["stock"].as_i64().is_some_and(|s| (3..=50).contains(&s)));
+    }
+}
+
+#[tokio::test]
+async fn product_pages_show_what_the_json_says() {
+    let app = spawn_app(Variant::Sqlite).await;
+    let products: Vec<serde_json::Value> =
+        app.get("/products.json").await.json().await.expect("json");
+    let list = app.get("/products").await.text().await.expect("body");
+    for p in &products {
+        let id = p["id"].as_i64().expect("id");
+        let name = p["name"].as_str().expect("name");
+        assert!(
+            list.contains(&format!("/products/{id}")),
+            "the list links product {id}"
+        );
+        let page = app
+            .get(&format!("/products/{id}"))
+            .await
+            .text()
+            .await
+            .expect("body");
+        assert!(page.contains(&escaped(name)), "page {id} names {name}");
+        let cents = p["price_cents"].as_i64().expect("price");
+        assert!(
+            page.contains(&format!("${}.{:02}", cents / 100, cents % 100)),
+            "page {id} shows its price"
+        );
+    }
+}
+
+#[tokio::test]
+async fn healthz_says_ok_when_the_database_answers() {
+    let app = spawn_app(Variant::Sqlite).await;
+    let res = app.get("/healthz").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+}
+
+#[tokio::test]
+async fn the_catalog_is_seeded_once_and_a_restart_keeps_the_same_rows() {
+    let app = spawn_app(Variant::Sqlite).await;
+    let before: serde_json::Value = app.get("/products.json").await.json().await.expect("json");
+    let app = app.restart().await;
+    let after: serde_json::Value = app.get("/products.json").await.json().await.expect("json");
+    assert_eq!(before, after);
+    assert_eq!(after.as_array().map(Vec::len), Some(14));
+}
