@@ -2,11 +2,16 @@
 
 use std::{net::TcpListener, time::Instant};
 
+use actix_session::{
+    SessionMiddleware,
+    config::{BrowserSession, CookieContentSecurity},
+};
 use actix_web::{
     App, HttpServer, Route,
     body::MessageBody,
+    cookie::{Key, SameSite},
     dev::{Server, ServerHandle, ServiceRequest, ServiceResponse},
-    guard,
+    http::header,
     middleware::{DefaultHeaders, Next, from_fn},
     web,
 };
@@ -17,8 +22,16 @@ use crate::{
     config::Settings,
     db::Db,
     domain::catalog,
-    web::{Site, assets, errors, pages},
+    session::{self, Store},
+    web::{
+        Site, account, assets, auth, errors,
+        guard::{self, LoginLimits},
+        inspector, pages,
+    },
 };
+
+/// How often expired sessions and stale rate-limit entries are freed.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Largest form body accepted; larger ones get 413 and change nothing.
 pub const FORM_LIMIT_BYTES: usize = 16 * 1024;
@@ -28,6 +41,7 @@ pub struct Application {
     port: u16,
     server: Server,
     db: Db,
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -42,6 +56,12 @@ impl Application {
             tracing::info!("seeded the catalog (first start of this database)");
         }
 
+        // Built once and shared by every worker: a store or key per worker loses sessions.
+        let key = session::key::load_or_create(&settings)?;
+        let store = Store::build(&settings, &db)?;
+        let limits = web::Data::new(LoginLimits::new(settings.login_rate_limit_per_minute));
+        let housekeeping = spawn_housekeeping(store.clone(), limits.clone());
+
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let address = listener.local_addr()?;
@@ -54,18 +74,22 @@ impl Application {
         });
         let db_data = web::Data::new(db.clone());
         let settings_data = web::Data::new(settings.clone());
+        let store_data = web::Data::new(store.clone());
         let instance = settings.instance.clone();
 
         let server = HttpServer::new(move || {
+            let sessions = session_middleware(&store, &key, &settings);
             App::new()
                 .app_data(site.clone())
                 .app_data(db_data.clone())
                 .app_data(settings_data.clone())
+                .app_data(store_data.clone())
+                .app_data(limits.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
                 .wrap(from_fn(errors::render_error_pages))
                 .wrap(DefaultHeaders::new().add(("X-Statecart-Instance", instance.clone())))
                 .wrap(from_fn(log_request))
-                .configure(routes)
+                .configure(|cfg| routes(cfg, sessions))
         })
         .listen(listener)?
         .run();
@@ -74,6 +98,7 @@ impl Application {
             port: address.port(),
             server,
             db,
+            housekeeping,
         })
     }
 
@@ -90,15 +115,46 @@ impl Application {
     /// Serves until stopped (SIGINT/SIGTERM or the handle), then closes the database pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        self.housekeeping.abort();
         self.db.close().await;
         tracing::info!("stopped");
         result
     }
 }
 
+/// The session middleware over the shared store and key, with the cookie attributes.
+fn session_middleware(store: &Store, key: &Key, settings: &Settings) -> SessionMiddleware<Store> {
+    let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
+    SessionMiddleware::builder(store.clone(), key.clone())
+        .cookie_name(inspector::COOKIE_NAME.to_owned())
+        .cookie_content_security(CookieContentSecurity::Private)
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Lax)
+        .cookie_path("/".to_owned())
+        .cookie_secure(settings.cookie_secure)
+        // A browser-session cookie (no Max-Age): the browser keeps it until it closes, so when
+        // the server ends a session for inactivity it can still say why. Server-side stores
+        // drop state after the idle timeout on their own.
+        .session_lifecycle(
+            BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::seconds(idle)),
+        )
+        .build()
+}
+
+fn spawn_housekeeping(store: Store, limits: web::Data<LoginLimits>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+        loop {
+            every.tick().await;
+            store.housekeeping().await;
+            limits.housekeeping().await;
+        }
+    })
+}
+
 /// The whole route table. The stateless half comes first and sees no session; every other
-/// path falls through to the stateful scope.
-fn routes(cfg: &mut web::ServiceConfig) {
+/// path falls through to the stateful scope, the only one wrapped in the session middleware.
+fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
     // Stateless: public, cacheable, never a cookie.
     cfg.service(web::resource("/").route(get_or_head().to(pages::home)))
         .service(web::resource("/about").route(get_or_head().to(pages::about)))
@@ -108,12 +164,34 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/static/{name}").route(get_or_head().to(assets::serve)))
         .service(web::resource("/healthz").route(get_or_head().to(pages::healthz)));
 
-    // Stateful: login, cart, orders and the inspector arrive here with the session middleware.
-    cfg.default_service(web::to(not_found));
+    // Stateful. Middleware, outermost first: refuse cross-site forms, limit login attempts,
+    // turn a store failure into 503, load/save the session, enforce its timeouts, no-store.
+    cfg.service(
+        web::scope("")
+            .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+            .wrap(from_fn(session::enforce_timeouts))
+            .wrap(sessions)
+            .wrap(from_fn(guard::session_store_unavailable))
+            .wrap(from_fn(guard::limit_login_posts))
+            .wrap(from_fn(guard::refuse_cross_origin))
+            .route("/register", web::get().to(auth::register_form))
+            .route("/register", web::post().to(auth::register))
+            .route("/login", web::get().to(auth::login_form))
+            .route("/login", web::post().to(auth::login))
+            .route("/logout", web::post().to(auth::logout))
+            .route("/account", web::get().to(account::page))
+            .route(
+                "/account/sessions/revoke-others",
+                web::post().to(account::revoke_others),
+            )
+            .route("/session", web::get().to(inspector::page))
+            .route("/session.json", web::get().to(inspector::json))
+            .default_service(web::to(not_found)),
+    );
 }
 
 fn get_or_head() -> Route {
-    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+    web::route().guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, errors::AppError> {

@@ -1,5 +1,6 @@
 //! Plain Rust shop logic and its queries: no actix here, so it is tested directly.
 
+pub mod accounts;
 pub mod catalog;
 
 /// Seconds since the Unix epoch, the time unit stored in the database.

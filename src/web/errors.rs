@@ -18,6 +18,12 @@ pub enum AppError {
     /// 404: the page or thing does not exist (or is not yours).
     #[error("not found")]
     NotFound,
+    /// 303 to the login page, which sends the person back to `next` afterwards.
+    #[error("login required")]
+    LoginRequired {
+        /// The local path to return to.
+        next: String,
+    },
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -80,6 +86,7 @@ impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::LoginRequired { .. } => StatusCode::SEE_OTHER,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -91,6 +98,9 @@ impl ResponseError for AppError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::LoginRequired { next } = self {
+            return super::http::see_other(&super::http::login_url(next));
+        }
         let message = match self {
             Self::NotFound => default_message(StatusCode::NOT_FOUND).to_owned(),
             Self::Internal(cause) => {

@@ -1,4 +1,4 @@
-//! Cacheable responses for the stateless half: strong ETags and `If-None-Match` answered with 304.
+//! Response helpers: cacheable public responses (strong ETags, 304), redirects, safe `next` paths.
 
 use actix_web::{
     HttpRequest, HttpResponse,
@@ -51,4 +51,65 @@ pub fn cacheable(
 /// `Cache-Control` for public pages and JSON.
 pub fn public_page_cache_control() -> String {
     format!("public, max-age={PAGE_MAX_AGE}")
+}
+
+/// A 303 redirect to a local path.
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location.to_owned()))
+        .finish()
+}
+
+/// `/login?next=<path>`.
+pub fn login_url(next: &str) -> String {
+    match serde_urlencoded::to_string([("next", next)]) {
+        Ok(query) if next != "/" => format!("/login?{query}"),
+        _ => "/login".to_owned(),
+    }
+}
+
+/// `next` if it is a local path (`/...` but not `//...`, no scheme, no backslash, no control
+/// characters), else `/`: login never redirects off-site.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.chars().any(char::is_control)
+                && path.len() <= 2048 =>
+        {
+            path.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_safe_next_targets() {
+        assert_eq!(safe_next(Some("/cart")), "/cart");
+        assert_eq!(safe_next(Some("/products/3?x=1")), "/products/3?x=1");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+            "evil.example",
+            "javascript:alert(1)",
+            "/\nSet-Cookie:x",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn the_login_url_carries_next() {
+        assert_eq!(login_url("/cart"), "/login?next=%2Fcart");
+        assert_eq!(login_url("/"), "/login");
+    }
 }

@@ -1,11 +1,15 @@
 //! HTTP handlers grouped by page family, plus what every page shares.
 
+pub mod account;
 pub mod assets;
+pub mod auth;
 pub mod errors;
+pub mod guard;
 pub mod http;
+pub mod inspector;
 pub mod pages;
 
-use crate::config::SessionBackend;
+use crate::{config::SessionBackend, session::state::TypedSession};
 
 /// Facts about the running app that every page shows (app data, one per server).
 #[derive(Debug, Clone)]
@@ -50,4 +54,44 @@ impl Nav {
             ..Self::default()
         }
     }
+}
+
+impl Nav {
+    /// The header of a page that read the session.
+    pub fn of(session: &TypedSession, active: &'static str) -> Self {
+        Self {
+            knows_visitor: true,
+            user: session.user().map(|u| u.name),
+            cart_lines: None,
+            active,
+        }
+    }
+}
+
+/// Renders a page of the stateful half: never cached, never stored by the browser.
+pub fn private_page(
+    page: &impl askama::Template,
+) -> Result<actix_web::HttpResponse, errors::AppError> {
+    Ok(actix_web::HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::html())
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .body(page.render()?))
+}
+
+/// Epoch seconds as RFC 3339 (UTC), for JSON.
+pub fn rfc3339(epoch: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Epoch seconds as `2026-11-29 14:05:30 UTC`, for pages.
+pub fn human_time(epoch: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

@@ -12,7 +12,7 @@ use crate::{
     config::Settings,
     db::Db,
     domain::catalog::{self, Product, ProductId},
-    session::{self, BackendFacts},
+    session::{self, BackendFacts, Store},
 };
 
 /// A product as pages show it.
@@ -213,17 +213,25 @@ pub async fn products_json(req: HttpRequest, db: web::Data<Db>) -> Result<HttpRe
     ))
 }
 
-/// `GET /healthz`: 200 when the database answers, else 503 naming what is down.
-pub async fn healthz(db: web::Data<Db>) -> HttpResponse {
-    let mut res = if db.ping().await {
-        HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "database": "ok" }))
+/// `GET /healthz`: 200 when the database and the session store answer, else 503 naming what
+/// is down.
+pub async fn healthz(db: web::Data<Db>, store: web::Data<Store>) -> HttpResponse {
+    let (database, sessions) = futures_util::future::join(db.ping(), store.ping()).await;
+    let word = |up: bool| if up { "ok" } else { "down" };
+    let body = serde_json::json!({
+        "status": if database && sessions { "ok" } else { "unavailable" },
+        "database": word(database),
+        "session_store": word(sessions),
+    });
+    let mut res = if database && sessions {
+        HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header((
                 header::RETRY_AFTER,
                 super::errors::RETRY_AFTER_SECS.to_string(),
             ))
-            .json(serde_json::json!({ "status": "unavailable", "database": "down" }))
+            .json(body)
     };
     res.headers_mut().insert(
         header::CACHE_CONTROL,

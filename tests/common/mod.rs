@@ -1,7 +1,9 @@
 //! Test helpers: spawn the app in-process on port 0 with a fresh data dir, per session backend.
 #![allow(dead_code)]
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use reqwest::cookie::{CookieStore as _, Jar};
 
 use actix_web::dev::ServerHandle;
 use statecart::{Application, Settings, config::SessionBackend};
@@ -30,6 +32,7 @@ pub struct TestApp {
     pub address: String,
     pub port: u16,
     pub client: reqwest::Client,
+    pub jar: Arc<Jar>,
     pub settings: Settings,
     handle: ServerHandle,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -82,10 +85,12 @@ pub async fn start(settings: Settings, data_dir: DataDir) -> TestApp {
     let port = app.port();
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());
+    let (client, jar) = client_and_jar();
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
-        client: client(),
+        client,
+        jar,
         settings,
         handle,
         task: Some(task),
@@ -95,12 +100,19 @@ pub async fn start(settings: Settings, data_dir: DataDir) -> TestApp {
 
 /// A client that keeps cookies and shows redirects instead of following them.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
+    client_and_jar().0
+}
+
+/// A cookie-keeping client and its cookie jar, to read or replay the session cookie.
+pub fn client_and_jar() -> (reqwest::Client, Arc<Jar>) {
+    let jar = Arc::new(Jar::default());
+    let client = reqwest::Client::builder()
+        .cookie_provider(Arc::clone(&jar))
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()
-        .expect("client")
+        .expect("client");
+    (client, jar)
 }
 
 impl TestApp {
@@ -119,6 +131,18 @@ impl TestApp {
             .send()
             .await
             .expect("POST")
+    }
+
+    /// The session cookie this app's client holds now, if any.
+    pub fn cookie(&self) -> Option<String> {
+        let url = self.address.parse().expect("url");
+        let header = self.jar.cookies(&url)?;
+        header
+            .to_str()
+            .ok()?
+            .split("; ")
+            .find_map(|c| c.strip_prefix("statecart="))
+            .map(str::to_owned)
     }
 
     /// Stops the server gracefully and waits for it, keeping the data dir.
@@ -168,4 +192,105 @@ pub fn escaped(text: &str) -> String {
         .replace('>', "&#62;")
         .replace('"', "&#34;")
         .replace('\'', "&#39;")
+}
+
+/// The password every test account uses.
+pub const PASSWORD: &str = "correct horse battery";
+
+impl TestApp {
+    /// Registers `username` on this app's client (which is then logged in) and checks the 303.
+    pub async fn register(&self, username: &str) {
+        let res = self
+            .post_form(
+                "/register",
+                &[("username", username), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            reqwest::StatusCode::SEE_OTHER,
+            "register {username}"
+        );
+    }
+
+    /// A fresh client (a second browser) logged in as `username`.
+    pub async fn login_new_client(&self, username: &str) -> reqwest::Client {
+        let client = client();
+        let res = client
+            .post(self.url("/login"))
+            .form(&[("username", username), ("password", PASSWORD)])
+            .send()
+            .await
+            .expect("POST /login");
+        assert_eq!(
+            res.status(),
+            reqwest::StatusCode::SEE_OTHER,
+            "login {username}"
+        );
+        client
+    }
+
+    /// `/session.json` as this app's client sees it.
+    pub async fn session_json(&self) -> serde_json::Value {
+        self.session_json_of(&self.client).await
+    }
+
+    /// `/session.json` as `client` sees it.
+    pub async fn session_json_of(&self, client: &reqwest::Client) -> serde_json::Value {
+        let res = client
+            .get(self.url("/session.json"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(res.status(), reqwest::StatusCode::OK);
+        res.json().await.expect("json")
+    }
+
+    /// Whether `client` is logged in, judged by /account (200) versus a redirect to login.
+    pub async fn is_logged_in(&self, client: &reqwest::Client) -> bool {
+        let res = client
+            .get(self.url("/account"))
+            .send()
+            .await
+            .expect("GET /account");
+        match res.status() {
+            reqwest::StatusCode::OK => true,
+            reqwest::StatusCode::SEE_OTHER => {
+                let location = res.headers()["location"].to_str().expect("ascii");
+                assert!(location.starts_with("/login"), "redirected to {location}");
+                false
+            }
+            other => panic!("/account answered {other}"),
+        }
+    }
+}
+
+/// The value of the session cookie a response sets, if any.
+pub fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("statecart="))
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("statecart=")
+                .to_owned()
+        })
+}
+
+/// A client with no cookie store that sends exactly `cookie` as the session cookie.
+pub fn client_with_cookie(value: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "cookie",
+        reqwest::header::HeaderValue::from_str(&format!("statecart={value}")).expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
 }

@@ -1,0 +1,254 @@
+//! The `memory` backend: sessions in this process, bounded, with idle expiry (moka).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use moka::{future::Cache, notification::RemovalCause, ops::compute::Op};
+
+use super::{
+    SessionSummary,
+    state::{self, State},
+};
+use crate::domain::now_epoch;
+
+struct Entry {
+    state: State,
+    user_id: Option<i64>,
+    created_at: i64,
+}
+
+type UserIndex = Arc<Mutex<HashMap<i64, HashSet<String>>>>;
+
+/// Sessions in a concurrent cache shared by every worker. Lost on restart, by design.
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<String, Arc<Entry>>,
+    /// user id -> session keys, so /account can list and revoke without scanning.
+    by_user: UserIndex,
+}
+
+impl MemoryStore {
+    /// A store of at most `capacity` sessions, each dropped after `idle` without use.
+    pub fn new(capacity: u64, idle: Duration) -> Self {
+        let by_user: UserIndex = Arc::default();
+        let index = Arc::clone(&by_user);
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .time_to_idle(idle)
+            .eviction_listener(move |key: Arc<String>, entry: Arc<Entry>, cause| {
+                // A replaced entry keeps its key; everything else leaves the index too.
+                if cause != RemovalCause::Replaced
+                    && let Some(user_id) = entry.user_id
+                {
+                    unindex(&index, user_id, &key);
+                }
+            })
+            .build();
+        Self { cache, by_user }
+    }
+
+    fn index(&self, user_id: Option<i64>, key: &str) {
+        if let Some(user_id) = user_id {
+            self.by_user
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(user_id)
+                .or_default()
+                .insert(key.to_owned());
+        }
+    }
+
+    /// The state of a live session.
+    pub async fn load(&self, key: &str) -> Option<State> {
+        self.cache.get(key).await.map(|e| e.state.clone())
+    }
+
+    /// Stores a new session under a fresh key (retrying the astronomically rare collision).
+    pub async fn save(&self, state: State) -> String {
+        let user_id = state::user_id_of(&state);
+        let entry = Arc::new(Entry {
+            state,
+            user_id,
+            created_at: now_epoch(),
+        });
+        loop {
+            let key = state::random_key();
+            let inserted = self
+                .cache
+                .entry(key.clone())
+                .or_insert(Arc::clone(&entry))
+                .await;
+            if inserted.is_fresh() {
+                self.index(user_id, &key);
+                return key;
+            }
+        }
+    }
+
+    /// Replaces the state of a live session; a session deleted meanwhile stays deleted.
+    pub async fn update(&self, key: &str, state: State) {
+        let user_id = state::user_id_of(&state);
+        let result = self
+            .cache
+            .entry(key.to_owned())
+            .and_compute_with(|current| {
+                let op = match current {
+                    None => Op::Nop,
+                    Some(current) => Op::Put(Arc::new(Entry {
+                        state,
+                        user_id,
+                        created_at: current.value().created_at,
+                    })),
+                };
+                std::future::ready(op)
+            })
+            .await;
+        if matches!(result, moka::ops::compute::CompResult::ReplacedWith(_)) {
+            self.index(user_id, key);
+        }
+    }
+
+    /// Forgets a session.
+    pub async fn delete(&self, key: &str) {
+        self.cache.invalidate(key).await;
+    }
+
+    /// The live sessions of a user.
+    pub async fn sessions_of(&self, user_id: i64) -> Vec<SessionSummary> {
+        let keys: Vec<String> = self
+            .by_user
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&user_id)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut sessions = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(entry) = self.cache.get(&key).await
+                && let Some(meta) = state::meta_of(&entry.state)
+            {
+                sessions.push(SessionSummary {
+                    sid: meta.sid,
+                    created_at: entry.created_at,
+                    last_seen_at: meta.last_seen,
+                });
+            }
+        }
+        sessions
+    }
+
+    /// Deletes every session of a user except the one whose id is `keep_sid`.
+    pub async fn revoke_others(&self, user_id: i64, keep_sid: &str) -> u64 {
+        let keys: Vec<String> = self
+            .by_user
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&user_id)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut revoked = 0;
+        for key in keys {
+            let Some(entry) = self.cache.get(&key).await else {
+                continue;
+            };
+            if state::meta_of(&entry.state).is_some_and(|m| m.sid != keep_sid) {
+                self.cache.invalidate(&key).await;
+                revoked += 1;
+            }
+        }
+        revoked
+    }
+
+    /// Frees expired and evicted entries now (moka otherwise does it lazily).
+    pub async fn run_housekeeping(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Sessions held right now.
+    pub fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn unindex(index: &UserIndex, user_id: i64, key: &str) {
+    let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(keys) = index.get_mut(&user_id) {
+        keys.remove(key);
+        if keys.is_empty() {
+            index.remove(&user_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::state::{META, USER};
+
+    fn login_state(user_id: i64, sid: &str) -> State {
+        State::from([
+            (
+                USER.to_owned(),
+                format!(r#"{{"id":{user_id},"name":"u{user_id}"}}"#),
+            ),
+            (
+                META.to_owned(),
+                format!(r#"{{"sid":"{sid}","issued_at":1,"last_seen":1}}"#),
+            ),
+        ])
+    }
+
+    #[tokio::test]
+    async fn an_update_after_delete_does_not_bring_the_session_back() {
+        let store = MemoryStore::new(100, Duration::from_secs(60));
+        let key = store.save(login_state(1, "a")).await;
+        store.delete(&key).await;
+        store.update(&key, login_state(1, "a")).await;
+        assert_eq!(store.load(&key).await, None);
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_expire_and_are_freed() {
+        let store = MemoryStore::new(100, Duration::from_millis(200));
+        let key = store.save(login_state(1, "a")).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(store.load(&key).await, None);
+        store.run_housekeeping().await;
+        assert!(
+            store.is_empty(),
+            "expired entries are freed, not just hidden"
+        );
+        assert!(store.sessions_of(1).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn capacity_is_bounded() {
+        let store = MemoryStore::new(10, Duration::from_secs(60));
+        for i in 0..50 {
+            store.save(login_state(i, "s")).await;
+        }
+        store.run_housekeeping().await;
+        assert!(store.len() <= 10, "{} sessions held", store.len());
+    }
+
+    #[tokio::test]
+    async fn revoking_others_keeps_only_the_named_session() {
+        let store = MemoryStore::new(100, Duration::from_secs(60));
+        let keep = store.save(login_state(7, "keep")).await;
+        let other = store.save(login_state(7, "other")).await;
+        let stranger = store.save(login_state(8, "x")).await;
+        assert_eq!(store.sessions_of(7).await.len(), 2);
+        assert_eq!(store.revoke_others(7, "keep").await, 1);
+        assert!(store.load(&keep).await.is_some());
+        assert!(store.load(&other).await.is_none());
+        assert!(store.load(&stranger).await.is_some());
+    }
+}

@@ -1,0 +1,78 @@
+//! `GET /account`: your active sessions, where the backend can list them; revoke the others.
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+
+use super::{Nav, Site, errors::AppError, guard::LoggedIn, http::see_other, human_time};
+use crate::session::{Store, state::Flash};
+
+/// One row of the sessions table.
+pub struct SessionRow {
+    /// When it logged in.
+    pub created: String,
+    /// Last recorded activity.
+    pub last_seen: String,
+    /// Whether it is the session making this request.
+    pub current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    site: &'a Site,
+    nav: Nav,
+    flash: Option<Flash>,
+    username: String,
+    sessions: Option<Vec<SessionRow>>,
+}
+
+/// `GET /account`.
+pub async fn page(
+    site: web::Data<Site>,
+    store: web::Data<Store>,
+    me: LoggedIn,
+) -> Result<HttpResponse, AppError> {
+    let current_sid = me.session.meta().map(|m| m.sid);
+    let sessions = store.sessions_of(me.user.id).await?.map(|mut list| {
+        list.sort_by_key(|s| std::cmp::Reverse(s.last_seen_at));
+        list.into_iter()
+            .map(|s| SessionRow {
+                created: human_time(s.created_at),
+                last_seen: human_time(s.last_seen_at),
+                current: current_sid.as_deref() == Some(s.sid.as_str()),
+            })
+            .collect()
+    });
+    super::private_page(&AccountPage {
+        site: &site,
+        nav: Nav::of(&me.session, "account"),
+        flash: me.session.take_flash(),
+        username: me.user.name.clone(),
+        sessions,
+    })
+}
+
+/// `POST /account/sessions/revoke-others`: ends every other session of this user.
+pub async fn revoke_others(
+    store: web::Data<Store>,
+    me: LoggedIn,
+) -> Result<HttpResponse, AppError> {
+    if !store.can_list() {
+        me.session.set_flash(
+            true,
+            "The cookie backend keeps no sessions on the server, so there is nothing it could revoke.",
+        );
+        return Ok(see_other("/account"));
+    }
+    let Some(meta) = me.session.meta() else {
+        return Ok(see_other("/account"));
+    };
+    let revoked = store.revoke_others(me.user.id, &meta.sid).await?;
+    let text = match revoked {
+        0 => "There were no other sessions to end.".to_owned(),
+        1 => "Ended 1 other session.".to_owned(),
+        n => format!("Ended {n} other sessions."),
+    };
+    me.session.set_flash(false, &text);
+    Ok(see_other("/account"))
+}

@@ -1,0 +1,224 @@
+//! Register, log in, log out.
+
+use actix_web::{
+    HttpResponse,
+    http::{StatusCode, header},
+    web,
+};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{
+    Nav, Site,
+    errors::AppError,
+    guard::LoginLimits,
+    http::{safe_next, see_other},
+};
+use crate::{
+    db::Db,
+    domain::{
+        accounts::{self, Password, RegisterError, Username},
+        now_epoch,
+    },
+    session::state::{Flash, SessionUser, TypedSession},
+};
+
+/// The message for every failed login: unknown user and wrong password read the same.
+pub const BAD_CREDENTIALS: &str = "That username and password do not match an account.";
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    site: &'a Site,
+    nav: Nav,
+    flash: Option<Flash>,
+    error: Option<String>,
+    username: String,
+    next: String,
+}
+
+#[derive(Template)]
+#[template(path = "register.html")]
+struct RegisterPage<'a> {
+    site: &'a Site,
+    nav: Nav,
+    flash: Option<Flash>,
+    error: Option<String>,
+    username: String,
+    next: String,
+}
+
+/// Query of the login and register pages.
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+    loggedout: Option<String>,
+}
+
+/// The login form (missing fields read as empty, so they get the form's message, not a 400).
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+fn with_status(mut res: HttpResponse, status: StatusCode) -> HttpResponse {
+    *res.status_mut() = status;
+    res
+}
+
+/// `GET /login`.
+pub async fn login_form(
+    site: web::Data<Site>,
+    session: TypedSession,
+    query: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    let next = safe_next(query.next.as_deref());
+    if session.user().is_some() {
+        return Ok(see_other(&next));
+    }
+    let flash = session.take_flash().or_else(|| {
+        query.loggedout.as_ref().map(|_| Flash {
+            error: false,
+            text: "You have logged out.".to_owned(),
+        })
+    });
+    super::private_page(&LoginPage {
+        site: &site,
+        nav: Nav::of(&session, "login"),
+        flash,
+        error: None,
+        username: String::new(),
+        next,
+    })
+}
+
+/// `POST /login`.
+pub async fn login(
+    site: web::Data<Site>,
+    db: web::Data<Db>,
+    limits: web::Data<LoginLimits>,
+    session: TypedSession,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    let next = safe_next(form.next.as_deref());
+    let account = form.username.trim().to_ascii_lowercase();
+    if let Some(retry_after_secs) = limits.account_locked_for(&account).await {
+        return Err(AppError::TooManyRequests {
+            message: format!(
+                "Too many failed logins for this account. Please wait {} minutes and try again.",
+                retry_after_secs.div_ceil(60)
+            ),
+            retry_after_secs,
+        });
+    }
+    match accounts::authenticate(&db, &form.username, &form.password).await? {
+        Some(user) => {
+            limits.clear_failures(&account).await;
+            session.log_in(
+                SessionUser {
+                    id: user.id,
+                    name: user.username,
+                },
+                now_epoch(),
+            );
+            Ok(see_other(&next))
+        }
+        None => {
+            limits.record_failure(&account).await;
+            let page = super::private_page(&LoginPage {
+                site: &site,
+                nav: Nav::of(&session, "login"),
+                flash: None,
+                error: Some(BAD_CREDENTIALS.to_owned()),
+                username: form.username,
+                next,
+            })?;
+            Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
+        }
+    }
+}
+
+/// `GET /register`.
+pub async fn register_form(
+    site: web::Data<Site>,
+    session: TypedSession,
+    query: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    let next = safe_next(query.next.as_deref());
+    if session.user().is_some() {
+        return Ok(see_other(&next));
+    }
+    super::private_page(&RegisterPage {
+        site: &site,
+        nav: Nav::of(&session, "register"),
+        flash: session.take_flash(),
+        error: None,
+        username: String::new(),
+        next,
+    })
+}
+
+/// `POST /register`: creates the account and logs it in.
+pub async fn register(
+    site: web::Data<Site>,
+    db: web::Data<Db>,
+    session: TypedSession,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    let next = safe_next(form.next.as_deref());
+    let refuse = |message: String| -> Result<HttpResponse, AppError> {
+        let page = super::private_page(&RegisterPage {
+            site: &site,
+            nav: Nav::of(&session, "register"),
+            flash: None,
+            error: Some(message),
+            username: form.username.clone(),
+            next: next.clone(),
+        })?;
+        Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
+    };
+    let username = match Username::parse(&form.username) {
+        Ok(name) => name,
+        Err(message) => return refuse(message.to_owned()),
+    };
+    let password = match Password::parse(&form.password) {
+        Ok(password) => password,
+        Err(message) => return refuse(message.to_owned()),
+    };
+    match accounts::register(&db, &username, password).await {
+        Ok(user) => {
+            session.log_in(
+                SessionUser {
+                    id: user.id,
+                    name: user.username,
+                },
+                now_epoch(),
+            );
+            session.set_flash(
+                false,
+                &format!("Welcome, {username}! Your account is ready."),
+            );
+            Ok(see_other(&next))
+        }
+        Err(RegisterError::Taken) => refuse(RegisterError::Taken.to_string()),
+        Err(RegisterError::Database(err)) => Err(err.into()),
+        Err(RegisterError::Hashing(err)) => Err(AppError::Internal(err)),
+    }
+}
+
+/// `POST /logout`: the store forgets the session and the cookie is removed.
+pub async fn logout(session: TypedSession) -> HttpResponse {
+    if session.user().is_none() {
+        return see_other("/");
+    }
+    session.log_out();
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/login?loggedout=1"))
+        .finish()
+}

@@ -1,0 +1,137 @@
+//! `GET /session` and `GET /session.json`: what the server holds about you, and where.
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use askama::Template;
+use serde::Serialize;
+
+use super::{Nav, Site, errors::AppError, human_time, rfc3339};
+use crate::{
+    config::Settings,
+    session::{self, BackendFacts, Store, state::TypedSession},
+};
+
+/// Name of the session cookie.
+pub const COOKIE_NAME: &str = "statecart";
+
+/// One cart line as the inspector reports it.
+#[derive(Debug, Serialize)]
+pub struct CartLineReport {
+    /// Product id.
+    pub product_id: i64,
+    /// Units.
+    pub quantity: u32,
+}
+
+/// The inspector's facts, the same for the page and the JSON.
+#[derive(Debug, Serialize)]
+pub struct SessionReport {
+    backend: &'static str,
+    stateful: bool,
+    state_location: &'static str,
+    instance: String,
+    user: Option<String>,
+    cookie_bytes: usize,
+    server_bytes: usize,
+    idle_expires_at: Option<String>,
+    absolute_expires_at: Option<String>,
+    cart: Vec<CartLineReport>,
+    cart_lines: usize,
+    live_lease_expires_at: Option<String>,
+}
+
+fn report(
+    req: &HttpRequest,
+    session: &TypedSession,
+    store: &Store,
+    settings: &Settings,
+) -> SessionReport {
+    let entries = session.entries();
+    let meta = session.meta();
+    let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
+    let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
+    SessionReport {
+        backend: settings.session_backend.as_str(),
+        stateful: settings.session_backend.is_stateful(),
+        state_location: session::facts(settings.session_backend).location,
+        instance: settings.instance.clone(),
+        user: session.user().map(|u| u.name),
+        cookie_bytes: cookie_bytes(req),
+        server_bytes: store.stored_bytes(&entries),
+        idle_expires_at: meta
+            .as_ref()
+            .and_then(|m| rfc3339(m.last_seen.saturating_add(idle))),
+        absolute_expires_at: meta
+            .as_ref()
+            .and_then(|m| rfc3339(m.issued_at.saturating_add(absolute))),
+        cart: Vec::new(),
+        cart_lines: 0,
+        live_lease_expires_at: None,
+    }
+}
+
+/// Bytes of the session cookie as the browser sends it (`name=value`, still encoded).
+fn cookie_bytes(req: &HttpRequest) -> usize {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .find(|c| {
+            c.strip_prefix(COOKIE_NAME)
+                .is_some_and(|rest| rest.starts_with('='))
+        })
+        .map_or(0, str::len)
+}
+
+#[derive(Template)]
+#[template(path = "session.html")]
+struct InspectorPage<'a> {
+    site: &'a Site,
+    nav: Nav,
+    report: SessionReport,
+    facts: BackendFacts,
+    entries: Vec<(String, String)>,
+    idle_expires: Option<String>,
+    absolute_expires: Option<String>,
+    settings: &'a Settings,
+}
+
+/// `GET /session`.
+pub async fn page(
+    req: HttpRequest,
+    site: web::Data<Site>,
+    store: web::Data<Store>,
+    settings: web::Data<Settings>,
+    session: TypedSession,
+) -> Result<HttpResponse, AppError> {
+    let report = report(&req, &session, &store, &settings);
+    let meta = session.meta();
+    let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
+    let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
+    super::private_page(&InspectorPage {
+        site: &site,
+        nav: Nav::of(&session, "session"),
+        facts: session::facts(settings.session_backend),
+        entries: session.entries(),
+        idle_expires: meta
+            .as_ref()
+            .map(|m| human_time(m.last_seen.saturating_add(idle))),
+        absolute_expires: meta
+            .as_ref()
+            .map(|m| human_time(m.issued_at.saturating_add(absolute))),
+        report,
+        settings: &settings,
+    })
+}
+
+/// `GET /session.json`.
+pub async fn json(
+    req: HttpRequest,
+    store: web::Data<Store>,
+    settings: web::Data<Settings>,
+    session: TypedSession,
+) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(report(&req, &session, &store, &settings))
+}

@@ -1,0 +1,602 @@
+//! Accounts and login sessions, on every backend: login, logout, fixation, replay, timeouts,
+//! bad cookies, cross-site refusal, the inspector, /account, rate limits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    PASSWORD, Variant, assert_no_set_cookie, client, client_with_cookie, session_cookie, spawn_app,
+    spawn_app_with,
+};
+use reqwest::StatusCode;
+
+fn location(res: &reqwest::Response) -> &str {
+    res.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+async fn registering_logs_in_with_a_303(variant: Variant) {
+    let app = spawn_app(variant).await;
+    let res = app
+        .post_form(
+            "/register",
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/");
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("statecart="))
+        .expect("a session cookie")
+        .to_owned();
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain-http localhost must keep working"
+    );
+    assert_eq!(app.session_json().await["user"], "alice");
+}
+
+async fn login_and_logout_work_and_logout_clears_the_cookie(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("bob").await;
+    let browser = app.login_new_client("bob").await;
+    assert!(app.is_logged_in(&browser).await);
+
+    let res = browser.post(app.url("/logout")).send().await.expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/login?loggedout=1");
+    let removal = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("statecart="))
+        .expect("the cookie is removed")
+        .to_owned();
+    assert!(
+        removal.contains("Max-Age=0") || removal.contains("Expires"),
+        "{removal}"
+    );
+    assert!(!app.is_logged_in(&browser).await);
+    let page = browser
+        .get(app.url("/login?loggedout=1"))
+        .send()
+        .await
+        .expect("GET");
+    assert!(
+        page.text()
+            .await
+            .expect("body")
+            .contains("You have logged out.")
+    );
+}
+
+async fn stateful_pages_without_login_redirect_to_login_with_next(variant: Variant) {
+    let app = spawn_app(variant).await;
+    let res = app.get("/account").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/login?next=%2Faccount");
+}
+
+async fn a_taken_username_gets_a_friendly_422_whatever_its_case(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("Carol").await;
+    let other = client();
+    for name in ["Carol", "carol", "CAROL"] {
+        let res = other
+            .post(app.url("/register"))
+            .form(&[("username", name), ("password", PASSWORD)])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{name}");
+        let body = res.text().await.expect("body");
+        assert!(body.contains("That username is taken"), "{name}");
+        assert!(
+            body.contains(&format!(r#"value="{name}""#)),
+            "the form keeps what was typed"
+        );
+    }
+}
+
+async fn invalid_usernames_and_passwords_are_refused_with_422(variant: Variant) {
+    let app = spawn_app(variant).await;
+    let long_password = "p".repeat(129);
+    for (username, password, message) in [
+        ("ab", PASSWORD, "3 to 32 characters"),
+        ("has space", PASSWORD, "only letters, digits"),
+        ("dave", "short", "at least 8"),
+        ("dave", long_password.as_str(), "at most 128"),
+        ("", "", "3 to 32 characters"),
+    ] {
+        let res = app
+            .post_form(
+                "/register",
+                &[("username", username), ("password", password)],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{username}/{password}"
+        );
+        assert!(
+            res.text().await.expect("body").contains(message),
+            "{message}"
+        );
+    }
+    // A form missing its fields entirely gets the same clear page, not a 5xx.
+    let res = app
+        .client
+        .post(app.url("/register"))
+        .form(&[("x", "y")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        app.session_json().await["user"].is_null(),
+        "nothing was created or logged in"
+    );
+}
+
+async fn a_wrong_password_and_an_unknown_user_look_exactly_alike(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("erin").await;
+    let attempt = |username: &'static str, password: &'static str| {
+        let client = client();
+        let url = app.url("/login");
+        async move {
+            let res = client
+                .post(url)
+                .form(&[("username", username), ("password", password)])
+                .send()
+                .await
+                .expect("POST");
+            let status = res.status();
+            let body = res.text().await.expect("body");
+            (status, body.replace(username, "NAME"))
+        }
+    };
+    let wrong_password = attempt("erin", "not the password").await;
+    let unknown_user = attempt("nobody", "not the password").await;
+    assert_eq!(wrong_password.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(wrong_password, unknown_user, "same status, same page");
+    assert!(wrong_password.1.contains("do not match an account"));
+}
+
+async fn next_only_ever_leads_to_a_local_path(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("frank").await;
+    for (next, expected) in [
+        ("/account", "/account"),
+        ("https://evil.example/", "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("evil.example", "/"),
+    ] {
+        let res = client()
+            .post(app.url("/login"))
+            .form(&[
+                ("username", "frank"),
+                ("password", PASSWORD),
+                ("next", next),
+            ])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(location(&res), expected, "{next}");
+    }
+}
+
+async fn login_issues_a_new_session_id(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("gina").await;
+    app.register("hank").await;
+    let before = app.cookie().expect("a session cookie");
+    let res = app
+        .post_form("/login", &[("username", "gina"), ("password", PASSWORD)])
+        .await;
+    let after = session_cookie(&res).expect("login sets a new cookie");
+    assert_ne!(before, after);
+    assert_eq!(app.session_json().await["user"], "gina");
+    // On server-side stores the old id is gone, not merely replaced in this browser.
+    if variant != Variant::Cookie {
+        assert!(!app.is_logged_in(&client_with_cookie(&before)).await);
+    }
+}
+
+async fn an_unknown_session_id_is_never_adopted(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("ivy").await;
+    // An attacker plants a cookie; logging in must not keep it.
+    let planted = client_with_cookie("planted-by-an-attacker");
+    let res = planted
+        .post(app.url("/login"))
+        .form(&[("username", "ivy"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("POST");
+    let issued = session_cookie(&res).expect("a new cookie");
+    assert_ne!(issued, "planted-by-an-attacker");
+    assert!(!app.is_logged_in(&planted).await);
+}
+
+async fn a_replayed_pre_logout_cookie_is_rejected_except_on_the_cookie_backend(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("jack").await;
+    let saved = app.cookie().expect("cookie");
+    let res = app
+        .client
+        .post(app.url("/logout"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let replay = client_with_cookie(&saved);
+    let still_valid = app.is_logged_in(&replay).await;
+    // The documented trade-off: a stateless server cannot revoke what it never stored.
+    assert_eq!(still_valid, variant == Variant::Cookie);
+}
+
+async fn an_idle_session_ends_and_leads_to_the_login_page(variant: Variant) {
+    let app = spawn_app_with(variant, |s| s.idle_timeout_secs = 2).await;
+    app.register("kate").await;
+    assert!(app.is_logged_in(&app.client).await);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let res = app.get("/account").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/login?next=%2Faccount");
+    let page = app.get("/login?next=%2Faccount").await;
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "an expired session is never an error"
+    );
+    let page = page.text().await.expect("body");
+    if variant == Variant::Cookie {
+        // The state (with its times) came back in the cookie, so the server can say why.
+        assert!(page.contains("period of inactivity"));
+    } else {
+        // Soft state: the store already dropped it, so there is nothing left to explain with.
+        assert_eq!(app.session_json().await["server_bytes"], 0);
+    }
+}
+
+async fn activity_keeps_a_session_alive_past_the_idle_timeout(variant: Variant) {
+    let app = spawn_app_with(variant, |s| s.idle_timeout_secs = 2).await;
+    app.register("liam").await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(app.is_logged_in(&app.client).await);
+    }
+}
+
+async fn a_session_ends_at_the_absolute_timeout_whatever_the_activity(variant: Variant) {
+    let app = spawn_app_with(variant, |s| {
+        s.idle_timeout_secs = 60;
+        s.absolute_timeout_secs = 2;
+    })
+    .await;
+    app.register("mia").await;
+    let mut logged_in = true;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        logged_in = app.is_logged_in(&app.client).await;
+        if !logged_in {
+            break;
+        }
+    }
+    assert!(!logged_in, "still logged in after the absolute timeout");
+    let page = app.get("/login").await.text().await.expect("body");
+    assert!(page.contains("maximum length"));
+}
+
+async fn tampered_garbage_and_oversized_cookies_mean_no_session(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("noah").await;
+    let valid = app.cookie().expect("cookie");
+    let mut tampered = valid.clone().into_bytes();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    let huge = "A".repeat(8 * 1024);
+    for value in [tampered.as_str(), "garbage", "", "%%%", huge.as_str()] {
+        let browser = client_with_cookie(value);
+        for path in ["/session.json", "/session", "/account", "/login"] {
+            let res = browser.get(app.url(path)).send().await.expect("GET");
+            assert!(
+                matches!(res.status(), StatusCode::OK | StatusCode::SEE_OTHER),
+                "{path} with a bad cookie answered {}",
+                res.status()
+            );
+        }
+        let json: serde_json::Value = browser
+            .get(app.url("/session.json"))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        assert!(json["user"].is_null(), "a bad cookie is no session");
+    }
+}
+
+async fn cross_site_posts_are_refused_and_change_nothing(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("olga").await;
+    for (header, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+    ] {
+        let res = app
+            .client
+            .post(app.url("/logout"))
+            .header(header, value)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{header}: {value}");
+        assert_no_set_cookie(&res, "a refused request");
+        assert!(
+            res.text()
+                .await
+                .expect("body")
+                .contains("sent from another site")
+        );
+        assert!(
+            app.is_logged_in(&app.client).await,
+            "the refused logout changed nothing"
+        );
+    }
+    let res = client()
+        .post(app.url("/register"))
+        .header("origin", "http://evil.example")
+        .form(&[("username", "mallory"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let login = client()
+        .post(app.url("/login"))
+        .form(&[("username", "mallory"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(
+        login.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no account was created"
+    );
+
+    // Same-origin browsers and non-browser clients pass.
+    let own_origin = app.address.clone();
+    let res = app
+        .client
+        .post(app.url("/logout"))
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", own_origin)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+}
+
+async fn the_inspector_reports_where_the_state_lives(variant: Variant) {
+    let app = spawn_app(variant).await;
+    let anonymous = app.session_json().await;
+    let mut keys: Vec<_> = anonymous
+        .as_object()
+        .expect("object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "absolute_expires_at",
+            "backend",
+            "cart",
+            "cart_lines",
+            "cookie_bytes",
+            "idle_expires_at",
+            "instance",
+            "live_lease_expires_at",
+            "server_bytes",
+            "state_location",
+            "stateful",
+            "user"
+        ]
+    );
+    assert_eq!(anonymous["backend"], variant.backend().as_str());
+    assert_eq!(anonymous["stateful"], variant != Variant::Cookie);
+    assert_eq!(anonymous["instance"], "test-instance");
+    assert_eq!(
+        anonymous["state_location"],
+        statecart::session::facts(variant.backend()).location
+    );
+    assert!(anonymous["user"].is_null());
+    assert_eq!(anonymous["cookie_bytes"], 0);
+    assert_eq!(anonymous["server_bytes"], 0);
+    assert!(anonymous["idle_expires_at"].is_null());
+    assert_eq!(anonymous["cart"], serde_json::json!([]));
+    assert_eq!(anonymous["cart_lines"], 0);
+
+    app.register("pete").await;
+    let json = app.session_json().await;
+    assert_eq!(json["user"], "pete");
+    let cookie = app.cookie().expect("cookie");
+    assert_eq!(json["cookie_bytes"], "statecart=".len() + cookie.len());
+    if variant == Variant::Cookie {
+        assert_eq!(json["server_bytes"], 0, "a stateless server stores nothing");
+    } else {
+        assert!(json["server_bytes"].as_u64().is_some_and(|b| b > 0));
+    }
+    for key in ["idle_expires_at", "absolute_expires_at"] {
+        let at = json[key].as_str().expect("a time");
+        assert!(
+            at.ends_with('Z') && at.contains('T'),
+            "{key}: {at} is RFC 3339"
+        );
+    }
+    let page = app.get("/session").await.text().await.expect("body");
+    assert!(page.contains(&format!("<code>{}</code>", variant.backend())));
+    assert!(page.contains(r#"data-test="inspector-user">pete<"#));
+}
+
+async fn the_account_page_lists_and_revokes_other_sessions_where_it_can(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("quinn").await;
+    let laptop = app.login_new_client("quinn").await;
+    let page = app.get("/account").await.text().await.expect("body");
+    let res = app
+        .client
+        .post(app.url("/account/sessions/revoke-others"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let after = app.get("/account").await.text().await.expect("body");
+    if variant == Variant::Cookie {
+        assert!(page.contains(r#"data-test="cannot-list""#));
+        assert!(after.contains("nothing it could revoke"));
+        assert!(
+            app.is_logged_in(&laptop).await,
+            "the cookie backend cannot revoke"
+        );
+    } else {
+        assert_eq!(
+            page.matches("<tr").count() - 1,
+            2,
+            "two sessions listed: {page}"
+        );
+        assert_eq!(page.matches(r#"data-test="current-session""#).count(), 1);
+        assert!(after.contains("Ended 1 other session."));
+        assert!(!app.is_logged_in(&laptop).await, "the other session ended");
+        assert!(app.is_logged_in(&app.client).await, "this one goes on");
+    }
+}
+
+async fn login_posts_are_rate_limited_per_address(variant: Variant) {
+    let app = spawn_app_with(variant, |s| s.login_rate_limit_per_minute = 3).await;
+    for _ in 0..3 {
+        let res = app
+            .post_form("/login", &[("username", "x"), ("password", "y")])
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let res = app
+        .post_form("/register", &[("username", "rosa"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("Too many login attempts")
+    );
+    // Reading the pages is not limited.
+    assert_eq!(app.get("/login").await.status(), StatusCode::OK);
+}
+
+async fn an_account_is_locked_after_ten_failed_logins_from_anywhere(variant: Variant) {
+    let app = spawn_app_with(variant, |s| s.login_rate_limit_per_minute = 0).await;
+    app.register("sam").await;
+    for _ in 0..10 {
+        let res = client()
+            .post(app.url("/login"))
+            .form(&[("username", "sam"), ("password", "wrong password")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let res = client()
+        .post(app.url("/login"))
+        .form(&[("username", "SAM"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+}
+
+async fn stateless_routes_set_no_cookie_for_a_logged_in_user(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("tina").await;
+    for path in [
+        "/",
+        "/about",
+        "/products",
+        "/products/1",
+        "/products.json",
+        "/healthz",
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_no_set_cookie(&res, path);
+    }
+}
+
+async fn stateful_pages_are_never_stored_by_the_browser(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("uma").await;
+    for path in ["/account", "/session", "/session.json", "/login"] {
+        let res = app.get(path).await;
+        assert_eq!(
+            res.headers().get("cache-control").map(|v| v.to_str().ok()),
+            Some(Some("no-store")),
+            "{path}"
+        );
+    }
+}
+
+for_each_backend!(
+    registering_logs_in_with_a_303,
+    login_and_logout_work_and_logout_clears_the_cookie,
+    stateful_pages_without_login_redirect_to_login_with_next,
+    a_taken_username_gets_a_friendly_422_whatever_its_case,
+    invalid_usernames_and_passwords_are_refused_with_422,
+    a_wrong_password_and_an_unknown_user_look_exactly_alike,
+    next_only_ever_leads_to_a_local_path,
+    login_issues_a_new_session_id,
+    an_unknown_session_id_is_never_adopted,
+    a_replayed_pre_logout_cookie_is_rejected_except_on_the_cookie_backend,
+    an_idle_session_ends_and_leads_to_the_login_page,
+    activity_keeps_a_session_alive_past_the_idle_timeout,
+    a_session_ends_at_the_absolute_timeout_whatever_the_activity,
+    tampered_garbage_and_oversized_cookies_mean_no_session,
+    cross_site_posts_are_refused_and_change_nothing,
+    the_inspector_reports_where_the_state_lives,
+    the_account_page_lists_and_revokes_other_sessions_where_it_can,
+    login_posts_are_rate_limited_per_address,
+    an_account_is_locked_after_ten_failed_logins_from_anywhere,
+    stateless_routes_set_no_cookie_for_a_logged_in_user,
+    stateful_pages_are_never_stored_by_the_browser,
+);
