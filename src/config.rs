@@ -117,6 +117,9 @@ pub const KEYS: [&str; 16] = [
 
 /// Default for `cart_max_lines`: keeps the encrypted cookie of a full cart well under 4096 bytes.
 pub const DEFAULT_CART_MAX_LINES: usize = 50;
+/// Largest `cart_max_lines` accepted. Past about 300 lines a cookie cart cannot grow anyway:
+/// the 4096-byte check refuses the change first.
+pub const MAX_CART_LINES: usize = 1000;
 
 /// One layer of configuration: every key optional, as a source gives it. The same struct is
 /// the `serve` flags, so the key list exists once.
@@ -338,10 +341,10 @@ impl Settings {
             s.login_rate_limit_per_minute = v;
         }
         if let Some(v) = raw.cart_max_lines {
-            if !(1..=DEFAULT_CART_MAX_LINES * 2).contains(&v) {
+            if !(1..=MAX_CART_LINES).contains(&v) {
                 return Err(ConfigError::key(
                     "cart_max_lines",
-                    format!("is {v}; allowed: 1 to {}", DEFAULT_CART_MAX_LINES * 2),
+                    format!("is {v}; allowed: 1 to {MAX_CART_LINES}"),
                 ));
             }
             s.cart_max_lines = v;

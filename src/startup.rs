@@ -24,9 +24,9 @@ use crate::{
     domain::catalog,
     session::{self, Store},
     web::{
-        Site, account, assets, auth, errors,
+        Site, account, assets, auth, cart, errors,
         guard::{self, LoginLimits},
-        inspector, pages,
+        inspector, orders, pages,
     },
 };
 
@@ -75,6 +75,7 @@ impl Application {
         let db_data = web::Data::new(db.clone());
         let settings_data = web::Data::new(settings.clone());
         let store_data = web::Data::new(store.clone());
+        let budget = web::Data::new(session::CookieBudget::new(settings.session_backend, &key));
         let instance = settings.instance.clone();
 
         let server = HttpServer::new(move || {
@@ -85,6 +86,7 @@ impl Application {
                 .app_data(settings_data.clone())
                 .app_data(store_data.clone())
                 .app_data(limits.clone())
+                .app_data(budget.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
                 .wrap(from_fn(errors::render_error_pages))
                 .wrap(DefaultHeaders::new().add(("X-Statecart-Instance", instance.clone())))
@@ -126,7 +128,7 @@ impl Application {
 fn session_middleware(store: &Store, key: &Key, settings: &Settings) -> SessionMiddleware<Store> {
     let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
     SessionMiddleware::builder(store.clone(), key.clone())
-        .cookie_name(inspector::COOKIE_NAME.to_owned())
+        .cookie_name(session::COOKIE_NAME.to_owned())
         .cookie_content_security(CookieContentSecurity::Private)
         .cookie_http_only(true)
         .cookie_same_site(SameSite::Lax)
@@ -184,6 +186,13 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
                 "/account/sessions/revoke-others",
                 web::post().to(account::revoke_others),
             )
+            .route("/cart", web::get().to(cart::page))
+            .route("/cart/add", web::post().to(cart::add))
+            .route("/cart/update", web::post().to(cart::update))
+            .route("/cart/clear", web::post().to(cart::clear))
+            .route("/checkout", web::post().to(cart::checkout))
+            .route("/orders", web::get().to(orders::list))
+            .route("/orders/{id}", web::get().to(orders::show))
             .route("/session", web::get().to(inspector::page))
             .route("/session.json", web::get().to(inspector::json))
             .default_service(web::to(not_found)),

@@ -1,7 +1,9 @@
 //! Plain Rust shop logic and its queries: no actix here, so it is tested directly.
 
 pub mod accounts;
+pub mod cart;
 pub mod catalog;
+pub mod orders;
 
 /// Seconds since the Unix epoch, the time unit stored in the database.
 pub fn now_epoch() -> i64 {

@@ -29,6 +29,57 @@ use memory::MemoryStore;
 use sql::SqlStore;
 use state::{State, TypedSession};
 
+/// Name of the session cookie.
+pub const COOKIE_NAME: &str = "statecart";
+
+/// Browsers refuse cookies larger than this (name and value, as sent).
+pub const MAX_COOKIE_BYTES: usize = 4096;
+
+/// What a change to the session may cost: on the cookie backend the whole state travels in the
+/// cookie, so a change that would push it past [`MAX_COOKIE_BYTES`] is refused up front
+/// instead of being dropped silently by the browser.
+#[derive(Clone)]
+pub enum CookieBudget {
+    /// Server-side state: the cookie holds only a key.
+    Unlimited,
+    /// The state is encrypted into the cookie with this key.
+    Cookie(actix_web::cookie::Key),
+}
+
+impl CookieBudget {
+    /// The budget for `backend`.
+    pub fn new(backend: SessionBackend, key: &actix_web::cookie::Key) -> Self {
+        match backend {
+            SessionBackend::Cookie => Self::Cookie(key.clone()),
+            _ => Self::Unlimited,
+        }
+    }
+
+    /// Exact size of the cookie this state would become (encrypted and encoded), if it
+    /// lives in the cookie.
+    pub fn cookie_bytes(&self, state: &State) -> Option<usize> {
+        let Self::Cookie(key) = self else {
+            return None;
+        };
+        let json = serde_json::to_string(state).ok()?;
+        let mut jar = actix_web::cookie::CookieJar::new();
+        jar.private_mut(key)
+            .add(actix_web::cookie::Cookie::new(COOKIE_NAME, json));
+        let cookie = jar.delta().next()?;
+        Some(cookie.encoded().to_string().len())
+    }
+
+    /// Whether a session with this state can be kept.
+    pub fn fits(&self, state: &State) -> bool {
+        match self {
+            Self::Unlimited => true,
+            Self::Cookie(_) => self
+                .cookie_bytes(state)
+                .is_some_and(|bytes| bytes <= MAX_COOKIE_BYTES),
+        }
+    }
+}
+
 /// One login session as /account lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSummary {

@@ -7,12 +7,17 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload};
 use rand::distr::{Alphanumeric, SampleString as _};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use super::CookieBudget;
+use crate::domain::cart::Cart;
+
 /// Session key of the logged-in user.
 pub const USER: &str = "user";
 /// Session key of the login metadata (id, issue time, last seen).
 pub const META: &str = "meta";
 /// Session key of the one-shot message shown on the next page.
 pub const FLASH: &str = "flash";
+/// Session key of the cart.
+pub const CART: &str = "cart";
 
 /// Raw session state as actix-session stores it: JSON values by key.
 pub type State = HashMap<String, String>;
@@ -139,6 +144,36 @@ impl TypedSession {
         flash
     }
 
+    /// The cart (empty when there is none or it cannot be read).
+    pub fn cart(&self) -> Cart {
+        self.get(CART).unwrap_or_default()
+    }
+
+    /// Stores a changed cart and the message saying what happened, or refuses both (leaving
+    /// the session as it was) when the cookie would grow past what browsers keep.
+    pub fn set_cart(
+        &self,
+        cart: &Cart,
+        flash: &str,
+        budget: &CookieBudget,
+    ) -> Result<(), StateTooLarge> {
+        let mut next: State = self.0.entries().clone();
+        next.insert(CART.to_owned(), to_json(cart));
+        next.insert(
+            FLASH.to_owned(),
+            to_json(&Flash {
+                error: false,
+                text: flash.to_owned(),
+            }),
+        );
+        if !budget.fits(&next) {
+            return Err(StateTooLarge);
+        }
+        self.set(CART, cart);
+        self.set_flash(false, flash);
+        Ok(())
+    }
+
     /// Every entry as stored, for the inspector.
     pub fn entries(&self) -> Vec<(String, String)> {
         let mut entries: Vec<_> = self
@@ -168,4 +203,13 @@ pub fn meta_of(state: &State) -> Option<Meta> {
 /// A fresh random session key for server-side stores (62^64 possibilities).
 pub fn random_key() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 64)
+}
+
+/// A session change refused because the cookie would exceed what browsers keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateTooLarge;
+
+/// A value encoded the way the session layer stores it.
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }

@@ -7,11 +7,8 @@ use serde::Serialize;
 use super::{Nav, Site, errors::AppError, human_time, rfc3339};
 use crate::{
     config::Settings,
-    session::{self, BackendFacts, Store, state::TypedSession},
+    session::{self, BackendFacts, COOKIE_NAME, Store, state::TypedSession},
 };
-
-/// Name of the session cookie.
-pub const COOKIE_NAME: &str = "statecart";
 
 /// One cart line as the inspector reports it.
 #[derive(Debug, Serialize)]
@@ -47,6 +44,14 @@ fn report(
 ) -> SessionReport {
     let entries = session.entries();
     let meta = session.meta();
+    let cart: Vec<CartLineReport> = session
+        .cart()
+        .lines()
+        .map(|l| CartLineReport {
+            product_id: l.product_id.get(),
+            quantity: l.quantity.get(),
+        })
+        .collect();
     let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
     let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
     SessionReport {
@@ -63,8 +68,8 @@ fn report(
         absolute_expires_at: meta
             .as_ref()
             .and_then(|m| rfc3339(m.issued_at.saturating_add(absolute))),
-        cart: Vec::new(),
-        cart_lines: 0,
+        cart_lines: cart.len(),
+        cart,
         live_lease_expires_at: None,
     }
 }

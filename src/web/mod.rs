@@ -3,10 +3,12 @@
 pub mod account;
 pub mod assets;
 pub mod auth;
+pub mod cart;
 pub mod errors;
 pub mod guard;
 pub mod http;
 pub mod inspector;
+pub mod orders;
 pub mod pages;
 
 use crate::{config::SessionBackend, session::state::TypedSession};
@@ -59,10 +61,11 @@ impl Nav {
 impl Nav {
     /// The header of a page that read the session.
     pub fn of(session: &TypedSession, active: &'static str) -> Self {
+        let user = session.user().map(|u| u.name);
         Self {
             knows_visitor: true,
-            user: session.user().map(|u| u.name),
-            cart_lines: None,
+            cart_lines: user.as_ref().map(|_| session.cart().len()),
+            user,
             active,
         }
     }

@@ -294,3 +294,70 @@ pub fn client_with_cookie(value: &str) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+impl TestApp {
+    /// Adds to this app's client's cart.
+    pub async fn add_to_cart(&self, product_id: i64, quantity: u32) -> reqwest::Response {
+        self.post_form(
+            "/cart/add",
+            &[
+                ("product_id", &product_id.to_string()),
+                ("quantity", &quantity.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// The cart as `/session.json` reports it: `[(product_id, quantity)]`.
+    pub async fn cart_of(&self, client: &reqwest::Client) -> Vec<(i64, u64)> {
+        let json = self.session_json_of(client).await;
+        json["cart"]
+            .as_array()
+            .expect("cart array")
+            .iter()
+            .map(|l| {
+                (
+                    l["product_id"].as_i64().expect("id"),
+                    l["quantity"].as_u64().expect("quantity"),
+                )
+            })
+            .collect()
+    }
+
+    /// The app's database, for arranging stock or counting rows.
+    pub async fn db(&self) -> statecart::db::Db {
+        statecart::db::Db::connect(&self.settings.database_url)
+            .await
+            .expect("db")
+    }
+
+    /// Current stock of a product, read through the public JSON.
+    pub async fn stock_of(&self, product_id: i64) -> i64 {
+        let products: Vec<serde_json::Value> =
+            self.get("/products.json").await.json().await.expect("json");
+        products
+            .iter()
+            .find(|p| p["id"] == product_id)
+            .and_then(|p| p["stock"].as_i64())
+            .expect("product")
+    }
+}
+
+impl TestApp {
+    /// A fresh client (another browser) with a newly registered account, logged in.
+    pub async fn client_registered(app: &TestApp, username: &str) -> reqwest::Client {
+        let client = client();
+        let res = client
+            .post(app.url("/register"))
+            .form(&[("username", username), ("password", PASSWORD)])
+            .send()
+            .await
+            .expect("POST /register");
+        assert_eq!(
+            res.status(),
+            reqwest::StatusCode::SEE_OTHER,
+            "register {username}"
+        );
+        client
+    }
+}

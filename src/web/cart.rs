@@ -1,0 +1,267 @@
+//! The cart (state in the session, wherever the backend keeps it) and checkout.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{
+    Nav, Site,
+    errors::AppError,
+    guard::{LoggedIn, referer_path},
+    http::see_other,
+};
+use crate::{
+    config::Settings,
+    db::Db,
+    domain::{
+        cart::{Cart, Quantity, QuantityError},
+        catalog::{self, Money, Product, ProductId},
+        orders::{self, CheckoutError},
+    },
+    session::{CookieBudget, MAX_COOKIE_BYTES, state::Flash},
+};
+
+/// A cart line as the page shows it.
+pub struct LineView {
+    /// Product id.
+    pub product_id: i64,
+    /// Product name.
+    pub name: String,
+    /// Unit price now.
+    pub unit_price: String,
+    /// Units in the cart.
+    pub quantity: u32,
+    /// Units left now.
+    pub stock: i64,
+    /// Line total.
+    pub total: String,
+}
+
+impl LineView {
+    /// Whether the cart wants more than is left.
+    pub fn short(&self) -> bool {
+        i64::from(self.quantity) > self.stock
+    }
+}
+
+#[derive(Template)]
+#[template(path = "cart.html")]
+struct CartPage<'a> {
+    site: &'a Site,
+    nav: Nav,
+    flash: Option<Flash>,
+    lines: Vec<LineView>,
+    missing: usize,
+    total: String,
+    max_lines: usize,
+}
+
+/// The cart's lines joined with the catalog; lines whose product is gone are counted apart.
+async fn priced_lines(db: &Db, cart: &Cart) -> Result<(Vec<LineView>, usize, Money), AppError> {
+    let ids: Vec<ProductId> = cart.lines().map(|l| l.product_id).collect();
+    let products = catalog::find_many(db, &ids).await?;
+    let mut views = Vec::with_capacity(ids.len());
+    let mut total = 0_i64;
+    for line in cart.lines() {
+        let Some(p) = products.iter().find(|p| p.id == line.product_id.get()) else {
+            continue;
+        };
+        let line_total = p.price_cents * i64::from(line.quantity.get());
+        total += line_total;
+        views.push(LineView {
+            product_id: p.id,
+            name: p.name.clone(),
+            unit_price: p.price().to_string(),
+            quantity: line.quantity.get(),
+            stock: p.stock,
+            total: Money::from_cents(line_total).to_string(),
+        });
+    }
+    let missing = ids.len() - views.len();
+    Ok((views, missing, Money::from_cents(total)))
+}
+
+/// `GET /cart`.
+pub async fn page(
+    site: web::Data<Site>,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+    me: LoggedIn,
+) -> Result<HttpResponse, AppError> {
+    let cart = me.session.cart();
+    let (lines, missing, total) = priced_lines(&db, &cart).await?;
+    super::private_page(&CartPage {
+        site: &site,
+        nav: Nav::of(&me.session, "cart"),
+        flash: me.session.take_flash(),
+        lines,
+        missing,
+        total: total.to_string(),
+        max_lines: settings.cart_max_lines,
+    })
+}
+
+/// The fields of the cart forms, as sent; each is checked by hand so every mistake gets its
+/// own clear answer.
+#[derive(Deserialize)]
+pub struct LineForm {
+    product_id: Option<String>,
+    quantity: Option<String>,
+}
+
+/// A product id from a form: missing or malformed is 400, unknown is 404.
+async fn product_from_form(db: &Db, field: Option<&str>) -> Result<(ProductId, Product), AppError> {
+    let raw = field
+        .ok_or_else(|| AppError::BadRequest("The form did not say which product.".to_owned()))?;
+    let id = ProductId::parse(raw.trim())
+        .ok_or_else(|| AppError::BadRequest("That is not a product number.".to_owned()))?;
+    let product = catalog::find(db, id).await?.ok_or(AppError::NotFound)?;
+    Ok((id, product))
+}
+
+fn quantity_error(err: QuantityError) -> AppError {
+    match err {
+        QuantityError::NotANumber => AppError::BadRequest(err.to_string()),
+        QuantityError::OutOfRange => AppError::Unprocessable(err.to_string()),
+    }
+}
+
+fn too_large(max_lines: usize) -> AppError {
+    AppError::Unprocessable(format!(
+        "That change would make your session cookie larger than the {MAX_COOKIE_BYTES} bytes \
+         browsers keep. This server stores your cart in an encrypted cookie (the cookie \
+         backend), so the cart has to stay small: at most {max_lines} different products, and \
+         fewer when product numbers are long. Your cart is unchanged."
+    ))
+}
+
+fn over_stock(product: &Product, in_cart: u32) -> AppError {
+    let left = match product.stock {
+        0 => "is sold out".to_owned(),
+        n => format!("has only {n} left"),
+    };
+    let have = if in_cart > 0 {
+        format!(" (your cart already holds {in_cart})")
+    } else {
+        String::new()
+    };
+    AppError::Conflict(format!(
+        "{} {left}{have}. Your cart is unchanged.",
+        product.name
+    ))
+}
+
+/// Where to go after a cart change: back to a stateful page that can show the message, else
+/// the cart (a stateless product page cannot show it).
+fn back_to(req: &HttpRequest) -> String {
+    match referer_path(req) {
+        Some(path) if path == "/cart" || path.starts_with("/cart?") => path,
+        _ => "/cart".to_owned(),
+    }
+}
+
+/// `POST /cart/add`.
+pub async fn add(
+    req: HttpRequest,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+    budget: web::Data<CookieBudget>,
+    me: LoggedIn,
+    form: web::Form<LineForm>,
+) -> Result<HttpResponse, AppError> {
+    let (id, product) = product_from_form(&db, form.product_id.as_deref()).await?;
+    let quantity =
+        Quantity::parse(form.quantity.as_deref().unwrap_or("1")).map_err(quantity_error)?;
+    let mut cart = me.session.cart();
+    let in_cart = cart.quantity_of(id);
+    if i64::from(in_cart + quantity.get()) > product.stock {
+        return Err(over_stock(&product, in_cart));
+    }
+    cart.add(id, quantity, settings.cart_max_lines)
+        .map_err(|e| AppError::Unprocessable(e.to_string()))?;
+    let message = format!("Added {} × {} to your cart.", quantity.get(), product.name);
+    me.session
+        .set_cart(&cart, &message, &budget)
+        .map_err(|_| too_large(settings.cart_max_lines))?;
+    Ok(see_other(&back_to(&req)))
+}
+
+/// `POST /cart/update`: a new quantity for a line; 0 removes it.
+pub async fn update(
+    req: HttpRequest,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+    budget: web::Data<CookieBudget>,
+    me: LoggedIn,
+    form: web::Form<LineForm>,
+) -> Result<HttpResponse, AppError> {
+    let (id, product) = product_from_form(&db, form.product_id.as_deref()).await?;
+    let raw = form
+        .quantity
+        .as_deref()
+        .ok_or_else(|| AppError::BadRequest("The form did not say how many.".to_owned()))?;
+    let quantity = Quantity::parse_or_zero(raw).map_err(quantity_error)?;
+    let mut cart = me.session.cart();
+    if let Some(q) = quantity
+        && i64::from(q.get()) > product.stock
+        && q.get() > cart.quantity_of(id)
+    {
+        return Err(over_stock(&product, cart.quantity_of(id)));
+    }
+    cart.set(id, quantity).map_err(|_| {
+        AppError::Unprocessable(format!(
+            "{} is not in your cart, so there is nothing to change.",
+            product.name
+        ))
+    })?;
+    let message = match quantity {
+        Some(q) => format!("{} now × {}.", product.name, q.get()),
+        None => format!("Removed {} from your cart.", product.name),
+    };
+    me.session
+        .set_cart(&cart, &message, &budget)
+        .map_err(|_| too_large(settings.cart_max_lines))?;
+    Ok(see_other(&back_to(&req)))
+}
+
+/// `POST /cart/clear`.
+pub async fn clear(
+    budget: web::Data<CookieBudget>,
+    settings: web::Data<Settings>,
+    me: LoggedIn,
+) -> Result<HttpResponse, AppError> {
+    let mut cart = me.session.cart();
+    cart.clear();
+    me.session
+        .set_cart(&cart, "Your cart is empty now.", &budget)
+        .map_err(|_| too_large(settings.cart_max_lines))?;
+    Ok(see_other("/cart"))
+}
+
+/// `POST /checkout`: one transaction; 303 to the order, or 409 with the cart unchanged.
+pub async fn checkout(
+    db: web::Data<Db>,
+    budget: web::Data<CookieBudget>,
+    settings: web::Data<Settings>,
+    me: LoggedIn,
+) -> Result<HttpResponse, AppError> {
+    let cart = me.session.cart();
+    let session_id = me.session.meta().map(|m| m.sid).unwrap_or_default();
+    let key = orders::checkout_key(&session_id, &cart);
+    match orders::checkout(&db, me.user.id, &cart, &key).await {
+        Ok(done) => {
+            let mut emptied = cart;
+            emptied.clear();
+            let message = format!("Thank you! Order #{} is placed.", done.order_id());
+            me.session
+                .set_cart(&emptied, &message, &budget)
+                .map_err(|_| too_large(settings.cart_max_lines))?;
+            Ok(see_other(&format!("/orders/{}", done.order_id())))
+        }
+        Err(CheckoutError::EmptyCart) => Err(AppError::Unprocessable(
+            CheckoutError::EmptyCart.to_string(),
+        )),
+        Err(CheckoutError::Database(err)) => Err(err.into()),
+        Err(refused) => Err(AppError::Conflict(refused.to_string())),
+    }
+}

@@ -1,0 +1,74 @@
+//! `GET /orders` and `GET /orders/{id}`: durable rows on every backend, visible to their owner only.
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+
+use super::{Nav, Site, errors::AppError, guard::LoggedIn, human_time};
+use crate::{
+    db::Db,
+    domain::orders::{self, OrderId, OrderLine, OrderSummary},
+    session::state::Flash,
+};
+
+#[derive(Template)]
+#[template(path = "orders.html")]
+struct OrdersPage<'a> {
+    site: &'a Site,
+    nav: Nav,
+    flash: Option<Flash>,
+    orders: Vec<(OrderSummary, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "order.html")]
+struct OrderPage<'a> {
+    site: &'a Site,
+    nav: Nav,
+    flash: Option<Flash>,
+    order: OrderSummary,
+    placed: String,
+    lines: Vec<OrderLine>,
+}
+
+/// `GET /orders`: newest first.
+pub async fn list(
+    site: web::Data<Site>,
+    db: web::Data<Db>,
+    me: LoggedIn,
+) -> Result<HttpResponse, AppError> {
+    let orders = orders::list_for_user(&db, me.user.id)
+        .await?
+        .into_iter()
+        .map(|o| {
+            let placed = human_time(o.created_at);
+            (o, placed)
+        })
+        .collect();
+    super::private_page(&OrdersPage {
+        site: &site,
+        nav: Nav::of(&me.session, "orders"),
+        flash: me.session.take_flash(),
+        orders,
+    })
+}
+
+/// `GET /orders/{id}`: another user's order is a 404, exactly like a missing one.
+pub async fn show(
+    site: web::Data<Site>,
+    db: web::Data<Db>,
+    me: LoggedIn,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = OrderId::parse(&id).ok_or(AppError::NotFound)?;
+    let (order, lines) = orders::find_for_user(&db, me.user.id, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    super::private_page(&OrderPage {
+        site: &site,
+        nav: Nav::of(&me.session, "orders"),
+        flash: me.session.take_flash(),
+        placed: human_time(order.created_at),
+        order,
+        lines,
+    })
+}

@@ -1,0 +1,595 @@
+//! The cart in the session and checkout into the database, on every backend.
+
+mod common;
+
+use common::{PASSWORD, TestApp, Variant, client, spawn_app, spawn_app_with};
+use reqwest::StatusCode;
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn set_stock(app: &TestApp, product_id: i64, stock: i64) {
+    let db = app.db().await;
+    sqlx::query("UPDATE products SET stock = $1 WHERE id = $2")
+        .bind(stock)
+        .bind(product_id)
+        .execute(&db.pool)
+        .await
+        .expect("update stock");
+    db.close().await;
+}
+
+async fn count_orders(app: &TestApp) -> i64 {
+    let db = app.db().await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    db.close().await;
+    n
+}
+
+/// Adds products with long ids (ten digits) to the catalog, `count` of them.
+async fn add_many_products(app: &TestApp, count: i64) -> Vec<i64> {
+    let db = app.db().await;
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let id = 1_000_000_000 + i;
+        sqlx::query(
+            "INSERT INTO products (id, name, description, price_cents, stock) VALUES ($1, $2, 'x', 100, 99)",
+        )
+        .bind(id)
+        .bind(format!("Extra {i}"))
+        .execute(&db.pool)
+        .await
+        .expect("insert");
+        ids.push(id);
+    }
+    db.close().await;
+    ids
+}
+
+async fn lines_can_be_added_updated_removed_and_cleared(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("ann").await;
+    let res = app.add_to_cart(1, 2).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/cart");
+    app.add_to_cart(1, 1).await;
+    app.add_to_cart(3, 1).await;
+    assert_eq!(
+        app.cart_of(&app.client).await,
+        [(1, 3), (3, 1)],
+        "adding joins a line"
+    );
+    let page = app.get("/cart").await.text().await.expect("body");
+    assert!(
+        page.contains("Added 1 × Burr hand grinder to your cart."),
+        "a flash says what happened"
+    );
+    assert!(
+        page.contains(r#"data-test="cart-count">2<"#),
+        "the header counts lines"
+    );
+    assert!(page.contains("$174.50"), "3 × $28.50 + $89.00");
+
+    let res = app
+        .post_form("/cart/update", &[("product_id", "1"), ("quantity", "5")])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    app.post_form("/cart/update", &[("product_id", "3"), ("quantity", "0")])
+        .await;
+    assert_eq!(
+        app.cart_of(&app.client).await,
+        [(1, 5)],
+        "0 removes the line"
+    );
+
+    let res = app.post_form("/cart/clear", &[]).await;
+    assert_eq!(location(&res), "/cart");
+    assert!(app.cart_of(&app.client).await.is_empty());
+    let page = app.get("/cart").await.text().await.expect("body");
+    assert!(page.contains("Your cart is empty now."));
+}
+
+/// A path, its form fields, and the status they must get.
+type BadInput<'a> = (&'a str, Vec<(&'a str, &'a str)>, StatusCode);
+
+async fn every_bad_input_gets_a_clear_4xx_and_leaves_the_cart_unchanged(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("ben").await;
+    app.add_to_cart(2, 1).await;
+    let before = app.cart_of(&app.client).await;
+    let big = "9".repeat(20 * 1024);
+    let cases: Vec<BadInput> = vec![
+        (
+            "/cart/add",
+            vec![("product_id", "abc"), ("quantity", "1")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", ""), ("quantity", "1")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1 OR 1=1"), ("quantity", "1")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/cart/add",
+            vec![
+                ("product_id", "1; DROP TABLE products;--"),
+                ("quantity", "1"),
+            ],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "-1"), ("quantity", "1")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/cart/add",
+            vec![("quantity", "1")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "999999"), ("quantity", "1")],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "0")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "-2")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "100")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "99999999999999999999")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "two")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "1.5")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", big.as_str())],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "/cart/update",
+            vec![("product_id", "4"), ("quantity", "2")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/cart/update",
+            vec![("product_id", "2")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/cart/update",
+            vec![("product_id", "2"), ("quantity", "-1")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/cart/update",
+            vec![("product_id", "x"), ("quantity", "1")],
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (path, form, expected) in cases {
+        let res = app.post_form(path, &form).await;
+        assert_eq!(res.status(), expected, "{path} {form:?}");
+        let content_type = res.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/html"),
+            "{path}: a page, not {content_type}"
+        );
+        let body = res.text().await.expect("body");
+        assert!(
+            body.contains(r#"data-test="error-message""#),
+            "{path} {form:?}: a clear message"
+        );
+        assert_eq!(
+            app.cart_of(&app.client).await,
+            before,
+            "{path} {form:?} changed the cart"
+        );
+    }
+    // Not a form at all.
+    let res = app
+        .client
+        .post(app.url("/cart/add"))
+        .header("content-type", "application/json")
+        .body(r#"{"product_id":1,"quantity":1}"#)
+        .send()
+        .await
+        .expect("POST");
+    assert!(res.status().is_client_error(), "{}", res.status());
+    assert_eq!(app.cart_of(&app.client).await, before);
+}
+
+async fn adding_more_than_the_stock_is_refused(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("cleo").await;
+    set_stock(&app, 12, 3).await;
+    assert_eq!(app.add_to_cart(12, 2).await.status(), StatusCode::SEE_OTHER);
+    let res = app.add_to_cart(12, 2).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let body = res.text().await.expect("body");
+    assert!(
+        body.contains("has only 3 left (your cart already holds 2)"),
+        "{body}"
+    );
+    assert_eq!(app.cart_of(&app.client).await, [(12, 2)]);
+    set_stock(&app, 12, 0).await;
+    let page = app.get("/products/12").await.text().await.expect("body");
+    assert!(
+        page.contains(r#"data-test="sold-out""#),
+        "a sold-out product offers no form"
+    );
+}
+
+async fn the_default_line_limit_keeps_the_cookie_well_under_4096_bytes(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("a_rather_long_username_of_32_ch").await;
+    let ids = add_many_products(&app, 50).await;
+    for id in &ids {
+        assert_eq!(
+            app.add_to_cart(*id, 99).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+    let res = app.add_to_cart(1, 1).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "line 51 is refused"
+    );
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("50 different products")
+    );
+    let json = app.session_json().await;
+    assert_eq!(json["cart_lines"], 50);
+    let cookie_bytes = json["cookie_bytes"].as_u64().expect("bytes");
+    if variant == Variant::Cookie {
+        assert!(
+            cookie_bytes < 3072,
+            "a full cart's cookie is {cookie_bytes} bytes"
+        );
+    } else {
+        assert!(
+            cookie_bytes < 200,
+            "server-side state keeps the cookie a key: {cookie_bytes}"
+        );
+    }
+}
+
+async fn a_cookie_over_4096_bytes_is_refused_and_the_cart_kept(variant: Variant) {
+    if variant != Variant::Cookie {
+        return; // Only the cookie backend carries the cart in the cookie.
+    }
+    let app = spawn_app_with(variant, |s| s.cart_max_lines = 1000).await;
+    app.register("dora").await;
+    let ids = add_many_products(&app, 400).await;
+    let mut refused = None;
+    for id in &ids {
+        let before = app.cart_of(&app.client).await;
+        let res = app.add_to_cart(*id, 99).await;
+        if res.status() == StatusCode::SEE_OTHER {
+            let bytes = app.session_json().await["cookie_bytes"]
+                .as_u64()
+                .expect("bytes");
+            assert!(
+                bytes <= 4096,
+                "an accepted change made a {bytes}-byte cookie"
+            );
+            continue;
+        }
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body = res.text().await.expect("body");
+        assert!(body.contains("larger than the 4096 bytes"), "{body}");
+        assert_eq!(
+            app.cart_of(&app.client).await,
+            before,
+            "the old cart stays intact"
+        );
+        refused = Some(before.len());
+        break;
+    }
+    let lines = refused.expect("the cookie limit was reached");
+    assert!(lines > 100, "only {lines} lines fit");
+    let bytes = app.session_json().await["cookie_bytes"]
+        .as_u64()
+        .expect("bytes");
+    assert!(
+        bytes > 3800 && bytes <= 4096,
+        "filled to the limit: {bytes}"
+    );
+}
+
+async fn the_inspector_shows_the_cart_and_its_cost(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("eve").await;
+    let empty = app.session_json().await;
+    app.add_to_cart(1, 1).await;
+    app.add_to_cart(2, 3).await;
+    app.add_to_cart(5, 1).await;
+    let full = app.session_json().await;
+    assert_eq!(full["cart_lines"], 3);
+    assert_eq!(
+        full["cart"],
+        serde_json::json!([
+            {"product_id": 1, "quantity": 1},
+            {"product_id": 2, "quantity": 3},
+            {"product_id": 5, "quantity": 1}
+        ])
+    );
+    let grew = |key: &str| full[key].as_u64() > empty[key].as_u64();
+    if variant == Variant::Cookie {
+        assert!(grew("cookie_bytes"), "the cookie carries the cart");
+        assert_eq!(full["server_bytes"], 0);
+    } else {
+        assert!(grew("server_bytes"), "the server stores the cart");
+        // The cookie holds only the encrypted key: its size varies a little with the encoding
+        // of each fresh encryption, never with the cart.
+        assert!(
+            full["cookie_bytes"].as_u64() < Some(200),
+            "the cookie is only a key"
+        );
+    }
+}
+
+async fn checkout_writes_the_order_decrements_stock_and_empties_the_cart(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("fay").await;
+    let (stock1, stock3) = (app.stock_of(1).await, app.stock_of(3).await);
+    app.add_to_cart(1, 2).await;
+    app.add_to_cart(3, 1).await;
+    let res = app.post_form("/checkout", &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let order_path = location(&res);
+    assert!(order_path.starts_with("/orders/"), "{order_path}");
+    let page = app.get(&order_path).await.text().await.expect("body");
+    assert!(
+        page.contains(r#"data-test="order-total"><strong>$146.00<"#),
+        "2 × $28.50 + $89.00"
+    );
+    assert!(page.contains("Thank you! Order #"));
+    assert_eq!(app.stock_of(1).await, stock1 - 2);
+    assert_eq!(app.stock_of(3).await, stock3 - 1);
+    assert!(app.cart_of(&app.client).await.is_empty());
+    let orders = app.get("/orders").await.text().await.expect("body");
+    assert!(orders.contains(&format!(r#"href="{order_path}""#)));
+    assert_eq!(orders.matches(r#"data-test="order-row""#).count(), 1);
+}
+
+async fn an_empty_cart_cannot_be_checked_out(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("gil").await;
+    let res = app.post_form("/checkout", &[]).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("Your cart is empty")
+    );
+    assert_eq!(count_orders(&app).await, 0);
+}
+
+async fn checkout_answers_409_when_stock_ran_out_after_adding(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("hal").await;
+    set_stock(&app, 12, 3).await;
+    app.add_to_cart(12, 3).await;
+    app.add_to_cart(2, 1).await;
+    let rival = {
+        let rival = TestApp::client_registered(&app, "ida").await;
+        let res = rival
+            .post(app.url("/cart/add"))
+            .form(&[("product_id", "12"), ("quantity", "2")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let res = rival.post(app.url("/checkout")).send().await.expect("POST");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        rival
+    };
+    drop(rival);
+    let stock2 = app.stock_of(2).await;
+    let res = app.post_form("/checkout", &[]).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("Only 1 of Cold brew bottle, 1 l left")
+    );
+    assert_eq!(
+        app.cart_of(&app.client).await,
+        [(12, 3), (2, 1)],
+        "the cart is unchanged"
+    );
+    assert_eq!(app.stock_of(12).await, 1);
+    assert_eq!(app.stock_of(2).await, stock2, "no partial write");
+    assert_eq!(count_orders(&app).await, 1, "only the rival's order");
+}
+
+async fn concurrent_buyers_never_oversell(variant: Variant) {
+    let app = spawn_app_with(variant, |s| s.login_rate_limit_per_minute = 0).await;
+    let mut buyers = Vec::new();
+    for i in 0..20 {
+        let buyer = TestApp::client_registered(&app, &format!("buyer{i}")).await;
+        let res = buyer
+            .post(app.url("/cart/add"))
+            .form(&[("product_id", "1"), ("quantity", "1")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        buyers.push(buyer);
+    }
+    set_stock(&app, 1, 5).await;
+    let url = app.url("/checkout");
+    let attempts = buyers.iter().map(|b| b.post(&url).send());
+    let results = futures_util::future::join_all(attempts).await;
+    let statuses: Vec<StatusCode> = results
+        .into_iter()
+        .map(|r| r.expect("POST").status())
+        .collect();
+    let sold = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SEE_OTHER)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((sold, refused), (5, 15), "{statuses:?}");
+    assert_eq!(app.stock_of(1).await, 0);
+    assert_eq!(count_orders(&app).await, 5);
+}
+
+async fn a_double_submitted_checkout_creates_one_order(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("jon").await;
+    app.add_to_cart(4, 2).await;
+    let stock = app.stock_of(4).await;
+    let url = app.url("/checkout");
+    let (a, b) = tokio::join!(app.client.post(&url).send(), app.client.post(&url).send());
+    let (a, b) = (a.expect("POST"), b.expect("POST"));
+    assert_eq!(a.status(), StatusCode::SEE_OTHER);
+    assert_eq!(b.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&a), location(&b), "both land on the same order");
+    assert_eq!(count_orders(&app).await, 1);
+    assert_eq!(app.stock_of(4).await, stock - 2, "stock taken once");
+}
+
+async fn orders_are_private_to_their_owner(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("kim").await;
+    app.add_to_cart(1, 1).await;
+    let order_path = location(&app.post_form("/checkout", &[]).await);
+    let other = TestApp::client_registered(&app, "lou").await;
+    let res = other.get(app.url(&order_path)).send().await.expect("GET");
+    assert_eq!(
+        res.status(),
+        StatusCode::NOT_FOUND,
+        "no hint that it exists"
+    );
+    let missing = other
+        .get(app.url("/orders/999999"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        res.text().await.expect("body"),
+        missing.text().await.expect("body"),
+        "another user's order reads exactly like a missing one"
+    );
+    let list = other.get(app.url("/orders")).send().await.expect("GET");
+    assert!(
+        list.text()
+            .await
+            .expect("body")
+            .contains(r#"data-test="no-orders""#)
+    );
+    assert_eq!(app.get("/orders/abc").await.status(), StatusCode::NOT_FOUND);
+}
+
+async fn the_cart_survives_a_restart_except_in_memory(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("max").await;
+    app.add_to_cart(2, 2).await;
+    let (client, jar) = (app.client.clone(), app.jar.clone());
+    let mut app = app.restart().await;
+    app.client = client;
+    app.jar = jar;
+    let survived = app.is_logged_in(&app.client).await;
+    if variant == Variant::Memory {
+        assert!(!survived, "memory state dies with the process");
+        assert!(app.cart_of(&app.client).await.is_empty());
+    } else {
+        assert!(survived, "{variant:?} keeps the login across a restart");
+        assert_eq!(app.cart_of(&app.client).await, [(2, 2)]);
+    }
+}
+
+async fn adding_without_login_leads_to_login_and_back_to_the_product(variant: Variant) {
+    let app = spawn_app(variant).await;
+    let page = app.get("/products/3").await.text().await.expect("body");
+    assert!(
+        page.contains(r#"action="/cart/add""#),
+        "product pages carry the form"
+    );
+    let res = client()
+        .post(app.url("/cart/add"))
+        .header("referer", app.url("/products/3"))
+        .form(&[("product_id", "3"), ("quantity", "1")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/login?next=%2Fproducts%2F3");
+    let res = app
+        .post_form(
+            "/register",
+            &[
+                ("username", "ned"),
+                ("password", PASSWORD),
+                ("next", "/products/3"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&res), "/products/3");
+}
+
+for_each_backend!(
+    lines_can_be_added_updated_removed_and_cleared,
+    every_bad_input_gets_a_clear_4xx_and_leaves_the_cart_unchanged,
+    adding_more_than_the_stock_is_refused,
+    the_default_line_limit_keeps_the_cookie_well_under_4096_bytes,
+    a_cookie_over_4096_bytes_is_refused_and_the_cart_kept,
+    the_inspector_shows_the_cart_and_its_cost,
+    checkout_writes_the_order_decrements_stock_and_empties_the_cart,
+    an_empty_cart_cannot_be_checked_out,
+    checkout_answers_409_when_stock_ran_out_after_adding,
+    concurrent_buyers_never_oversell,
+    a_double_submitted_checkout_creates_one_order,
+    orders_are_private_to_their_owner,
+    the_cart_survives_a_restart_except_in_memory,
+    adding_without_login_leads_to_login_and_back_to_the_product,
+);
