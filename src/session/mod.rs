@@ -35,6 +35,10 @@ pub const COOKIE_NAME: &str = "statecart";
 /// Browsers refuse cookies larger than this (name and value, as sent).
 pub const MAX_COOKIE_BYTES: usize = 4096;
 
+/// Bytes kept free for the varying percent-encoding of a fresh encryption (see
+/// [`CookieBudget::fits`]): about seven standard deviations at a 4 KiB cookie.
+pub const ENCODING_MARGIN: usize = 96;
+
 /// What a change to the session may cost: on the cookie backend the whole state travels in the
 /// cookie, so a change that would push it past [`MAX_COOKIE_BYTES`] is refused up front
 /// instead of being dropped silently by the browser.
@@ -70,12 +74,18 @@ impl CookieBudget {
     }
 
     /// Whether a session with this state can be kept.
+    ///
+    /// The cookie that is finally sent is a fresh encryption (a new random nonce) of the same
+    /// state: its base64 text has the same length, but each `/` in it is percent-encoded to
+    /// three bytes, and how many there are varies. With about 1 in 64 characters a `/`, the
+    /// spread is a few dozen bytes; [`ENCODING_MARGIN`] keeps the real cookie under the limit
+    /// with overwhelming probability.
     pub fn fits(&self, state: &State) -> bool {
         match self {
             Self::Unlimited => true,
             Self::Cookie(_) => self
                 .cookie_bytes(state)
-                .is_some_and(|bytes| bytes <= MAX_COOKIE_BYTES),
+                .is_some_and(|bytes| bytes + ENCODING_MARGIN <= MAX_COOKIE_BYTES),
         }
     }
 }
@@ -272,6 +282,14 @@ pub fn touch_interval_secs(idle_timeout_secs: u64) -> i64 {
     i64::try_from((idle_timeout_secs / 30).clamp(1, 60)).unwrap_or(60)
 }
 
+/// What a person reads when their browser brings a session the server no longer has.
+pub const SESSION_ENDED: &str = "Your session has ended (it expired, was ended elsewhere, or \
+     the server no longer has it). Please log in again.";
+
+fn carries_session_cookie(req: &ServiceRequest) -> bool {
+    req.cookie(COOKIE_NAME).is_some()
+}
+
 /// Enforces the idle and absolute timeouts on every backend, the cookie one included: the
 /// times live inside the (encrypted) state and are checked on each request.
 pub async fn enforce_timeouts(
@@ -295,6 +313,10 @@ pub async fn enforce_timeouts(
             {
                 session.touch(meta, now);
             }
+        } else if session.is_empty() && carries_session_cookie(&req) {
+            // The browser holds a session the server no longer knows (expired from the store,
+            // revoked, or lost in a restart of the memory backend): say so once.
+            session.set_flash(true, SESSION_ENDED);
         }
     }
     next.call(req).await

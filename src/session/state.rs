@@ -135,13 +135,23 @@ impl TypedSession {
         );
     }
 
-    /// Takes the message left for this page, if any.
+    /// Takes the message left for this page, if any. A session left with nothing in it is
+    /// ended, so the browser does not keep a cookie for an empty session.
     pub fn take_flash(&self) -> Option<Flash> {
+        if !self.0.contains_key(FLASH) {
+            return None;
+        }
         let flash = self.get(FLASH);
-        if self.0.contains_key(FLASH) {
-            self.0.remove(FLASH);
+        self.0.remove(FLASH);
+        if self.is_empty() {
+            self.0.purge();
         }
         flash
+    }
+
+    /// Whether the session holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.entries().is_empty()
     }
 
     /// The cart (empty when there is none or it cannot be read).
