@@ -18,6 +18,11 @@ pub enum Variant {
 }
 
 impl Variant {
+    /// Every variant this run can test (services that are not configured are skipped).
+    pub fn available() -> Vec<Variant> {
+        vec![Self::Cookie, Self::Memory, Self::Sqlite]
+    }
+
     pub fn backend(self) -> SessionBackend {
         match self {
             Self::Cookie => SessionBackend::Cookie,
