@@ -93,10 +93,12 @@ pub struct Settings {
     pub cookie_secure: bool,
     /// Capacity bound of the `memory` backend.
     pub memory_max_sessions: u64,
+    /// Prefix of every Redis key the `redis` backend writes.
+    pub redis_key_prefix: String,
 }
 
 /// Every key of the config contract, as spelled in TOML (env: `STATECART_` + upper case).
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "listen",
     "database_url",
     "session_backend",
@@ -113,6 +115,7 @@ pub const KEYS: [&str; 16] = [
     "data_dir",
     "cookie_secure",
     "memory_max_sessions",
+    "redis_key_prefix",
 ];
 
 /// Default for `cart_max_lines`: keeps the encrypted cookie of a full cart well under 4096 bytes.
@@ -222,6 +225,14 @@ pub struct RawSettings {
     #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_max_sessions: Option<u64>,
+    /// Prefix of every Redis key of the redis backend [default: statecart:]
+    #[arg(long, global = true)]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub redis_key_prefix: Option<String>,
 }
 
 /// A configuration mistake: one line naming the key and what is allowed.
@@ -276,6 +287,7 @@ impl Settings {
             data_dir,
             cookie_secure: false,
             memory_max_sessions: 100_000,
+            redis_key_prefix: "statecart:".to_owned(),
         }
     }
 
@@ -374,6 +386,15 @@ impl Settings {
         if let Some(v) = raw.memory_max_sessions {
             s.memory_max_sessions = positive("memory_max_sessions", v)?;
         }
+        if let Some(prefix) = raw.redis_key_prefix {
+            if prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(char::is_whitespace) {
+                return Err(ConfigError::key(
+                    "redis_key_prefix",
+                    "must be 1 to 64 characters without spaces",
+                ));
+            }
+            s.redis_key_prefix = prefix;
+        }
         Ok(s)
     }
 
@@ -391,7 +412,7 @@ impl fmt::Display for Settings {
             "listen={} database_url={} session_backend={} redis_url={} session_key={} \
              idle_timeout_secs={} absolute_timeout_secs={} login_rate_limit_per_minute={} \
              cart_max_lines={} live_lease_secs={} poll_interval_secs={} admin_users=[{}] \
-             instance={} data_dir={} cookie_secure={} memory_max_sessions={}",
+             instance={} data_dir={} cookie_secure={} memory_max_sessions={} redis_key_prefix={}",
             self.listen,
             mask_url(&self.database_url),
             self.session_backend,
@@ -412,6 +433,7 @@ impl fmt::Display for Settings {
             self.data_dir.display(),
             self.cookie_secure,
             self.memory_max_sessions,
+            self.redis_key_prefix,
         )
     }
 }

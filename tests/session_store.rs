@@ -1,12 +1,15 @@
 //! One behaviour suite for every session store, in the spirit of actix-session's acceptance
 //! suite: the cookie store is flagged as unable to invalidate.
 
+mod common;
+
 use std::{collections::HashMap, time::Duration};
+
+use common::{DataDir, Variant};
 
 use actix_session::storage::{SessionKey, SessionStore};
 use actix_web::cookie::time::Duration as Ttl;
 use statecart::{
-    Settings,
     config::SessionBackend,
     db::Db,
     session::{
@@ -17,13 +20,12 @@ use statecart::{
 
 struct Fixture {
     store: Store,
-    _dir: tempfile::TempDir,
+    db: Db,
+    _data: DataDir,
 }
 
-async fn fixture(backend: SessionBackend, idle_secs: u64) -> Fixture {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = Settings::defaults_in(dir.path());
-    settings.session_backend = backend;
+async fn fixture(variant: Variant, idle_secs: u64) -> Fixture {
+    let (mut settings, data) = common::prepare(variant).await;
     settings.idle_timeout_secs = idle_secs;
     let db = Db::connect(&settings.database_url).await.expect("db");
     db.migrate().await.expect("migrate");
@@ -39,7 +41,8 @@ async fn fixture(backend: SessionBackend, idle_secs: u64) -> Fixture {
     }
     Fixture {
         store: Store::build(&settings, &db).expect("store"),
-        _dir: dir,
+        db,
+        _data: data,
     }
 }
 
@@ -58,10 +61,10 @@ fn login_state(user_id: i64, sid: &str) -> HashMap<String, String> {
 
 const TTL: Ttl = Ttl::seconds(60);
 
-async fn suite(backend: SessionBackend) {
-    let f = fixture(backend, 60).await;
+async fn suite(variant: Variant) {
+    let f = fixture(variant, 60).await;
     let store = &f.store;
-    let can_invalidate = backend != SessionBackend::Cookie;
+    let can_invalidate = variant.backend() != SessionBackend::Cookie;
 
     // A saved state loads back.
     let state = login_state(1, "one");
@@ -123,23 +126,11 @@ async fn suite(backend: SessionBackend) {
     assert!(store.ping().await);
 }
 
-#[tokio::test]
-async fn the_cookie_store_passes_the_suite() {
-    suite(SessionBackend::Cookie).await;
-}
-
-#[tokio::test]
-async fn the_memory_store_passes_the_suite() {
-    suite(SessionBackend::Memory).await;
-}
-
-#[tokio::test]
-async fn the_database_store_passes_the_suite_on_sqlite() {
-    suite(SessionBackend::Database).await;
-}
-
-async fn sessions_expire_after_the_idle_timeout(backend: SessionBackend) {
-    let f = fixture(backend, 1).await;
+async fn sessions_expire_after_the_idle_timeout(variant: Variant) {
+    if !variant.server_side() {
+        return; // The cookie store keeps nothing that could expire.
+    }
+    let f = fixture(variant, 1).await;
     let key = f
         .store
         .save(login_state(1, "x"), &Ttl::seconds(1))
@@ -148,33 +139,26 @@ async fn sessions_expire_after_the_idle_timeout(backend: SessionBackend) {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(f.store.load(&key).await.expect("load"), None);
     f.store.housekeeping().await;
-    assert_eq!(
-        f.store.sessions_of(1).await.expect("list"),
-        Some(Vec::new())
-    );
+    assert_eq!(f.store.sessions_of(1).await.expect("list"), Some(Vec::new()));
 }
 
-#[tokio::test]
-async fn memory_sessions_expire_after_the_idle_timeout() {
-    sessions_expire_after_the_idle_timeout(SessionBackend::Memory).await;
-}
-
-#[tokio::test]
-async fn database_sessions_expire_after_the_idle_timeout_and_are_purged() {
-    sessions_expire_after_the_idle_timeout(SessionBackend::Database).await;
-}
-
-#[tokio::test]
-async fn the_database_never_stores_the_raw_session_key() {
-    let f = fixture(SessionBackend::Database, 60).await;
+async fn the_database_never_stores_the_raw_session_key(variant: Variant) {
+    if variant.backend() != SessionBackend::Database {
+        return;
+    }
+    let f = fixture(variant, 60).await;
     let key = f.store.save(login_state(1, "k"), &TTL).await.expect("save");
-    let url = format!("sqlite://{}/statecart.db", f._dir.path().display());
-    let db = Db::connect(&url).await.expect("db");
     let stored: Vec<(String,)> = sqlx::query_as("SELECT key_hash FROM sessions")
-        .fetch_all(&db.pool)
+        .fetch_all(&f.db.pool)
         .await
         .expect("rows");
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0].0, key.as_ref());
     assert_eq!(stored[0].0.len(), 64, "a hex SHA-256");
 }
+
+for_each_backend!(
+    suite,
+    sessions_expire_after_the_idle_timeout,
+    the_database_never_stores_the_raw_session_key,
+);

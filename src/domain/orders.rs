@@ -203,7 +203,7 @@ impl OrderLine {
 /// A user's orders, newest first.
 pub async fn list_for_user(db: &Db, user_id: i64) -> Result<Vec<OrderSummary>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT o.id, o.total_cents, o.created_at, COALESCE(SUM(l.quantity), 0) AS items \
+        "SELECT o.id, o.total_cents, o.created_at, CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS items \
          FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id \
          WHERE o.user_id = $1 GROUP BY o.id, o.total_cents, o.created_at ORDER BY o.id DESC",
     )
@@ -219,7 +219,7 @@ pub async fn find_for_user(
     order_id: OrderId,
 ) -> Result<Option<(OrderSummary, Vec<OrderLine>)>, sqlx::Error> {
     let order: Option<OrderSummary> = sqlx::query_as(
-        "SELECT o.id, o.total_cents, o.created_at, COALESCE(SUM(l.quantity), 0) AS items \
+        "SELECT o.id, o.total_cents, o.created_at, CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS items \
          FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id \
          WHERE o.id = $1 AND o.user_id = $2 GROUP BY o.id, o.total_cents, o.created_at",
     )

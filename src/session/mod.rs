@@ -3,6 +3,7 @@
 
 pub mod key;
 pub mod memory;
+pub mod redis;
 pub mod sql;
 pub mod state;
 
@@ -26,6 +27,7 @@ use crate::{
     domain::now_epoch,
 };
 use memory::MemoryStore;
+use redis::RedisStore;
 use sql::SqlStore;
 use state::{State, TypedSession};
 
@@ -111,6 +113,25 @@ pub enum Store {
     Memory(MemoryStore),
     /// State in the app database.
     Database(SqlStore),
+    /// State in Redis.
+    Redis(RedisStore),
+}
+
+/// The session store did not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("session store failed: {0}")]
+pub struct StoreError(String);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        Self(err.to_string())
+    }
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(err: ::redis::RedisError) -> Self {
+        Self(err.to_string())
+    }
 }
 
 fn std_duration(ttl: &Duration) -> StdDuration {
@@ -131,8 +152,9 @@ impl Store {
                 StdDuration::from_secs(settings.idle_timeout_secs),
             )),
             SessionBackend::Database => Self::Database(SqlStore::new(db.clone())),
-            SessionBackend::Redis => anyhow::bail!(
-                "session_backend = redis is not available in this build yet; use cookie, memory or database"
+            SessionBackend::Redis => Self::Redis(
+                RedisStore::new(&settings.redis_url, &settings.redis_key_prefix)
+                    .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
             ),
         })
     }
@@ -146,20 +168,22 @@ impl Store {
     pub async fn sessions_of(
         &self,
         user_id: i64,
-    ) -> Result<Option<Vec<SessionSummary>>, sqlx::Error> {
+    ) -> Result<Option<Vec<SessionSummary>>, StoreError> {
         Ok(match self {
             Self::Cookie => None,
             Self::Memory(m) => Some(m.sessions_of(user_id).await),
             Self::Database(s) => Some(s.sessions_of(user_id).await?),
+            Self::Redis(r) => Some(r.sessions_of(user_id).await?),
         })
     }
 
     /// Ends every session of a user but `keep_sid`'s; returns how many ended.
-    pub async fn revoke_others(&self, user_id: i64, keep_sid: &str) -> Result<u64, sqlx::Error> {
+    pub async fn revoke_others(&self, user_id: i64, keep_sid: &str) -> Result<u64, StoreError> {
         Ok(match self {
             Self::Cookie => 0,
             Self::Memory(m) => m.revoke_others(user_id, keep_sid).await,
             Self::Database(s) => s.revoke_others(user_id, keep_sid).await?,
+            Self::Redis(r) => r.revoke_others(user_id, keep_sid).await?,
         })
     }
 
@@ -185,6 +209,7 @@ impl Store {
         match self {
             Self::Cookie | Self::Memory(_) => true,
             Self::Database(s) => s.ping().await,
+            Self::Redis(r) => r.ping().await,
         }
     }
 
@@ -198,6 +223,8 @@ impl Store {
                 Ok(n) => tracing::info!(deleted = n, "purged expired sessions"),
                 Err(err) => tracing::warn!(error = %err, "could not purge expired sessions"),
             },
+            // Redis expires keys itself; user sets are cleaned when listed.
+            Self::Redis(_) => {}
         }
     }
 }
@@ -208,6 +235,10 @@ impl SessionStore for Store {
             Self::Cookie => CookieSessionStore::default().load(key).await,
             Self::Memory(m) => Ok(m.load(key.as_ref()).await),
             Self::Database(s) => s
+                .load(key.as_ref())
+                .await
+                .map_err(|e| LoadError::Other(e.into())),
+            Self::Redis(r) => r
                 .load(key.as_ref())
                 .await
                 .map_err(|e| LoadError::Other(e.into())),
@@ -222,6 +253,13 @@ impl SessionStore for Store {
             Self::Memory(m) => session_key(m.save(state).await).map_err(SaveError::Other),
             Self::Database(s) => {
                 let key = s
+                    .save(&state, std_duration(ttl))
+                    .await
+                    .map_err(|e| SaveError::Other(e.into()))?;
+                session_key(key).map_err(SaveError::Other)
+            }
+            Self::Redis(r) => {
+                let key = r
                     .save(&state, std_duration(ttl))
                     .await
                     .map_err(|e| SaveError::Other(e.into()))?;
@@ -252,6 +290,12 @@ impl SessionStore for Store {
                     .map_err(|e| UpdateError::Other(e.into()))?;
                 Ok(key)
             }
+            Self::Redis(r) => {
+                r.update(key.as_ref(), &state, std_duration(ttl))
+                    .await
+                    .map_err(|e| UpdateError::Other(e.into()))?;
+                Ok(key)
+            }
         }
     }
 
@@ -261,6 +305,7 @@ impl SessionStore for Store {
             // moka refreshes idle time on every read.
             Self::Memory(_) => Ok(()),
             Self::Database(s) => Ok(s.update_ttl(key.as_ref(), std_duration(ttl)).await?),
+            Self::Redis(r) => Ok(r.update_ttl(key.as_ref(), std_duration(ttl)).await?),
         }
     }
 
@@ -272,6 +317,7 @@ impl SessionStore for Store {
                 Ok(())
             }
             Self::Database(s) => Ok(s.delete(key.as_ref()).await?),
+            Self::Redis(r) => Ok(r.delete(key.as_ref()).await?),
         }
     }
 }

@@ -76,6 +76,15 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+impl From<crate::session::StoreError> for AppError {
+    fn from(err: crate::session::StoreError) -> Self {
+        tracing::error!(error = %err, "session store unavailable");
+        Self::Unavailable {
+            what: "The session store",
+        }
+    }
+}
+
 impl From<askama::Error> for AppError {
     fn from(err: askama::Error) -> Self {
         Self::Internal(anyhow::Error::new(err).context("rendering a template"))

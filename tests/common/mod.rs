@@ -1,34 +1,66 @@
 //! Test helpers: spawn the app in-process on port 0 with a fresh data dir, per session backend.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use reqwest::cookie::{CookieStore as _, Jar};
-
 use actix_web::dev::ServerHandle;
+use reqwest::cookie::{CookieStore as _, Jar};
+use services::{POSTGRES_ENV, REDIS_ENV, Service, service_url};
 use statecart::{Application, Settings, config::SessionBackend};
 use tempfile::TempDir;
 
 /// One backend variant the suite runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
+    /// Session in an encrypted cookie; app data in SQLite.
     Cookie,
+    /// Session in process memory; app data in SQLite.
     Memory,
+    /// Session in the SQLite app database.
     Sqlite,
+    /// Session and app data in PostgreSQL (`STATECART_TEST_POSTGRES_URL`).
+    Postgres,
+    /// Session in Redis (`STATECART_TEST_REDIS_URL`); app data in SQLite.
+    Redis,
 }
 
 impl Variant {
-    /// Every variant this run can test (services that are not configured are skipped).
+    /// Every variant this run can test (variants whose service is not configured are skipped,
+    /// or fail the run when CI=true).
     pub fn available() -> Vec<Variant> {
-        vec![Self::Cookie, Self::Memory, Self::Sqlite]
+        let mut all = vec![Self::Cookie, Self::Memory, Self::Sqlite];
+        if service_url(POSTGRES_ENV).is_some() {
+            all.push(Self::Postgres);
+        }
+        if service_url(REDIS_ENV).is_some() {
+            all.push(Self::Redis);
+        }
+        all
+    }
+
+    /// Whether this variant can run here (its service, if any, is configured).
+    pub fn is_available(self) -> bool {
+        match self {
+            Self::Postgres => service_url(POSTGRES_ENV).is_some(),
+            Self::Redis => service_url(REDIS_ENV).is_some(),
+            _ => true,
+        }
     }
 
     pub fn backend(self) -> SessionBackend {
         match self {
             Self::Cookie => SessionBackend::Cookie,
             Self::Memory => SessionBackend::Memory,
-            Self::Sqlite => SessionBackend::Database,
+            Self::Sqlite | Self::Postgres => SessionBackend::Database,
+            Self::Redis => SessionBackend::Redis,
         }
+    }
+
+    /// Whether the server keeps the session (every variant but cookie).
+    pub fn server_side(self) -> bool {
+        self != Self::Cookie
     }
 }
 
@@ -41,22 +73,21 @@ pub struct TestApp {
     pub settings: Settings,
     handle: ServerHandle,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    // Dropped last: the data dir outlives the server.
+    // Dropped last: the data dir and services outlive the server.
     pub data_dir: DataDir,
 }
 
-/// A temporary data dir, or a borrowed one when an app is restarted on the same data.
-pub enum DataDir {
-    Owned(TempDir),
-    Path(PathBuf),
+/// What an app's data lives in: a temporary folder, plus the test's own PostgreSQL database
+/// or Redis prefix. Kept across a restart, removed when the test ends.
+pub struct DataDir {
+    dir: Option<TempDir>,
+    path: PathBuf,
+    service: Option<Service>,
 }
 
 impl DataDir {
     pub fn path(&self) -> PathBuf {
-        match self {
-            Self::Owned(dir) => dir.path().to_owned(),
-            Self::Path(path) => path.clone(),
-        }
+        self.path.clone()
     }
 }
 
@@ -69,6 +100,34 @@ pub fn test_settings(variant: Variant, data_dir: &std::path::Path) -> Settings {
     settings
 }
 
+/// A fresh data dir (and service resource) for `variant`, and settings that use them.
+pub async fn prepare(variant: Variant) -> (Settings, DataDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(variant, dir.path());
+    let service = match variant {
+        Variant::Postgres => {
+            let admin = service_url(POSTGRES_ENV).expect("postgres variant needs its URL");
+            let (url, service) = services::create_postgres_database(&admin).await;
+            settings.database_url = url;
+            Some(service)
+        }
+        Variant::Redis => {
+            let url = service_url(REDIS_ENV).expect("redis variant needs its URL");
+            let (prefix, service) = services::redis_prefix(&url).await;
+            settings.redis_url = url;
+            settings.redis_key_prefix = prefix;
+            Some(service)
+        }
+        _ => None,
+    };
+    let data_dir = DataDir {
+        path: dir.path().to_owned(),
+        dir: Some(dir),
+        service,
+    };
+    (settings, data_dir)
+}
+
 /// Spawns an app of `variant` with default test settings.
 pub async fn spawn_app(variant: Variant) -> TestApp {
     spawn_app_with(variant, |_| {}).await
@@ -76,10 +135,9 @@ pub async fn spawn_app(variant: Variant) -> TestApp {
 
 /// Spawns an app of `variant`, letting the test change settings first.
 pub async fn spawn_app_with(variant: Variant, change: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = test_settings(variant, dir.path());
+    let (mut settings, data_dir) = prepare(variant).await;
     change(&mut settings);
-    start(settings, DataDir::Owned(dir)).await
+    start(settings, data_dir).await
 }
 
 /// Starts an app on exactly these settings.
@@ -156,7 +214,14 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        let data_dir = std::mem::replace(&mut self.data_dir, DataDir::Path(PathBuf::new()));
+        let data_dir = std::mem::replace(
+            &mut self.data_dir,
+            DataDir {
+                dir: None,
+                path: PathBuf::new(),
+                service: None,
+            },
+        );
         (self.settings.clone(), data_dir)
     }
 
@@ -174,7 +239,8 @@ pub fn assert_no_set_cookie(res: &reqwest::Response, what: &str) {
 }
 
 /// Runs each named `async fn(Variant)` once per backend variant, as tests named
-/// `<fn>::cookie`, `<fn>::memory` and `<fn>::sqlite`.
+/// `<fn>::cookie`, `<fn>::memory`, `<fn>::sqlite`, `<fn>::postgres` and `<fn>::redis`. The last
+/// two run when their service is configured (and must be, with CI=true).
 #[macro_export]
 macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {$(
@@ -186,6 +252,18 @@ macro_rules! for_each_backend {
             async fn memory() { super::$name(Variant::Memory).await }
             #[tokio::test]
             async fn sqlite() { super::$name(Variant::Sqlite).await }
+            #[tokio::test]
+            async fn postgres() {
+                if Variant::Postgres.is_available() {
+                    super::$name(Variant::Postgres).await
+                }
+            }
+            #[tokio::test]
+            async fn redis() {
+                if Variant::Redis.is_available() {
+                    super::$name(Variant::Redis).await
+                }
+            }
         }
     )*};
 }
