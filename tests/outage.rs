@@ -65,3 +65,150 @@ async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
     );
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
 }
+
+/// Retries `check` for a bounded time: a reconnecting client may need a moment after the
+/// service returns.
+async fn within_seconds<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// While the store is unreachable: 503 + Retry-After on stateful pages, no cookie change, a
+/// checkout that changes nothing; afterwards the same session and cart, and checkout works.
+async fn outage_and_recovery(app: &common::TestApp, proxy: &common::proxy::Proxy, what: &str) {
+    app.register("xena").await;
+    app.add_to_cart(2, 2).await;
+    let cookie = app.cookie().expect("cookie");
+    let stock = app.stock_of(2).await;
+
+    proxy.close();
+    for path in ["/cart", "/session.json"] {
+        let res = app.get(path).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{what}: {path}"
+        );
+        assert!(res.headers().contains_key("retry-after"), "{what}: {path}");
+        assert_no_set_cookie(&res, path);
+    }
+    let res = app.post_form("/checkout", &[]).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{what}: checkout"
+    );
+    assert_no_set_cookie(&res, "checkout during an outage");
+    let health = app.get("/healthz").await;
+    assert_eq!(
+        health.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{what}: healthz"
+    );
+
+    proxy.open().await;
+    let back = within_seconds(15, || async {
+        app.get("/healthz").await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(back, "{what}: the app recovers by itself");
+    assert_eq!(
+        app.cookie().as_deref(),
+        Some(cookie.as_str()),
+        "the browser kept its cookie"
+    );
+    assert_eq!(
+        app.cart_of(&app.client).await,
+        [(2, 2)],
+        "{what}: the cart is intact"
+    );
+    assert_eq!(
+        app.stock_of(2).await,
+        stock,
+        "{what}: the refused checkout took no stock"
+    );
+    let res = app.post_form("/checkout", &[]).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "{what}: checkout works again"
+    );
+    assert_eq!(app.stock_of(2).await, stock - 2);
+}
+
+#[tokio::test]
+async fn redis_unreachable_then_back_answers_503_then_continues_the_same_session() {
+    if !Variant::Redis.is_available() {
+        return;
+    }
+    let (mut settings, data) = common::prepare(Variant::Redis).await;
+    let target = settings
+        .redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("redis host:port in STATECART_TEST_REDIS_URL");
+    let proxy = common::proxy::Proxy::start(target).await;
+    settings.redis_url = format!("redis://127.0.0.1:{}", proxy.port());
+    let app = common::start(settings, data).await;
+    outage_and_recovery(&app, &proxy, "redis").await;
+    // The stateless half never needed Redis.
+    proxy.close();
+    for path in ["/", "/products", "/products/2", "/products.json"] {
+        assert_eq!(
+            app.get(path).await.status(),
+            StatusCode::OK,
+            "{path} without Redis"
+        );
+    }
+    proxy.open().await;
+}
+
+#[tokio::test]
+async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_session() {
+    if !Variant::Postgres.is_available() {
+        return;
+    }
+    let (mut settings, data) = common::prepare(Variant::Postgres).await;
+    // postgres://user@host:port/db -> the same through the proxy.
+    let (scheme_user, rest) = settings
+        .database_url
+        .split_once('@')
+        .expect("url with user@");
+    let (host_port, path) = rest.split_once('/').expect("url with a database");
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    };
+    let target = host_port
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .expect("host:port");
+    let proxy = common::proxy::Proxy::start(target).await;
+    settings.database_url = format!("{scheme_user}@127.0.0.1:{}/{path}", proxy.port());
+    let app = common::start(settings, data).await;
+    outage_and_recovery(&app, &proxy, "postgres").await;
+    // Catalog pages need the database too: while it is down they answer 503, never hang.
+    proxy.close();
+    let started = std::time::Instant::now();
+    let res = app.get("/products").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "bounded by the pool timeout"
+    );
+    proxy.open().await;
+}

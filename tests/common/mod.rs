@@ -1,6 +1,8 @@
 //! Test helpers: spawn the app in-process on port 0 with a fresh data dir, per session backend.
 #![allow(dead_code)]
 
+pub mod process;
+pub mod proxy;
 pub mod services;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -198,14 +200,7 @@ impl TestApp {
 
     /// The session cookie this app's client holds now, if any.
     pub fn cookie(&self) -> Option<String> {
-        let url = self.address.parse().expect("url");
-        let header = self.jar.cookies(&url)?;
-        header
-            .to_str()
-            .ok()?
-            .split("; ")
-            .find_map(|c| c.strip_prefix("statecart="))
-            .map(str::to_owned)
+        cookie_in(&self.jar, &self.address)
     }
 
     /// Stops the server gracefully and waits for it, keeping the data dir.
@@ -346,6 +341,18 @@ impl TestApp {
             other => panic!("/account answered {other}"),
         }
     }
+}
+
+/// The session cookie a jar holds for `address`, if any.
+pub fn cookie_in(jar: &Jar, address: &str) -> Option<String> {
+    let url = address.parse().expect("url");
+    let header = jar.cookies(&url)?;
+    header
+        .to_str()
+        .ok()?
+        .split("; ")
+        .find_map(|c| c.strip_prefix("statecart="))
+        .map(str::to_owned)
 }
 
 /// The value of the session cookie a response sets, if any.

@@ -23,7 +23,10 @@ pub fn service_url(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
-            assert!(!in_ci(), "{var} must be set when CI=true: the suite must not skip it");
+            assert!(
+                !in_ci(),
+                "{var} must be set when CI=true: the suite must not skip it"
+            );
             say_skipped_once(var);
             None
         }
@@ -69,9 +72,9 @@ pub enum Service {
 /// Creates a database for one test and returns its URL.
 pub async fn create_postgres_database(admin_url: &str) -> (String, Service) {
     let name = format!("statecart_test_{}", unique_suffix());
-    let admin = Db::connect(admin_url).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL at {POSTGRES_ENV} is not reachable: {e:#}")
-    });
+    let admin = Db::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {POSTGRES_ENV} is not reachable: {e:#}"));
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin.pool)
         .await
@@ -121,7 +124,9 @@ impl Drop for Service {
             Self::Redis { url, prefix } => Job::Redis(url.clone(), prefix.clone()),
         };
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
             else {
                 return;
             };
@@ -142,7 +147,9 @@ impl Job {
             Self::Postgres(admin_url, name) => {
                 if let Ok(admin) = Db::connect(&admin_url).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin.pool).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&admin.pool)
+                        .await;
                     admin.close().await;
                 }
             }
@@ -159,7 +166,8 @@ impl Job {
                     .await
                     .unwrap_or_default();
                 if !keys.is_empty() {
-                    let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    let _: Result<i64, _> =
+                        redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                 }
             }
         }

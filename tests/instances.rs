@@ -1,0 +1,180 @@
+//! The real binary, per backend: restart (SIGTERM), crash (SIGKILL), and two instances side by
+//! side on one database and key. The rows of the design table, proved.
+
+mod common;
+
+use common::{PASSWORD, Variant, client, prepare, process::Instance};
+use reqwest::StatusCode;
+use statecart::Settings;
+
+/// The settings two instances share, as `STATECART_*` values.
+fn shared(settings: &Settings, instance: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("data_dir", settings.data_dir.display().to_string()),
+        ("database_url", settings.database_url.clone()),
+        (
+            "session_backend",
+            settings.session_backend.as_str().to_owned(),
+        ),
+        ("redis_url", settings.redis_url.clone()),
+        ("redis_key_prefix", settings.redis_key_prefix.clone()),
+        ("instance", instance.to_owned()),
+    ]
+}
+
+/// Registers a new user on `instance` and puts two lines in the cart.
+async fn shop(client: &reqwest::Client, instance: &Instance) {
+    let res = client
+        .post(instance.url("/register"))
+        .form(&[("username", "walt"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    for (id, qty) in [("1", "2"), ("5", "1")] {
+        let res = client
+            .post(instance.url("/cart/add"))
+            .form(&[("product_id", id), ("quantity", qty)])
+            .send()
+            .await
+            .expect("add");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    }
+}
+
+/// The user and cart lines `/session.json` reports on `instance`.
+async fn seen_by(client: &reqwest::Client, instance: &Instance) -> (Option<String>, usize) {
+    let json: serde_json::Value = client
+        .get(instance.url("/session.json"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    (
+        json["user"].as_str().map(str::to_owned),
+        json["cart"].as_array().map_or(0, Vec::len),
+    )
+}
+
+async fn the_session_survives_a_graceful_restart_except_in_memory(variant: Variant) {
+    survives(variant, "TERM").await;
+}
+
+async fn the_session_survives_a_crash_except_in_memory(variant: Variant) {
+    survives(variant, "KILL").await;
+}
+
+async fn survives(variant: Variant, signal: &str) {
+    let (settings, _data) = prepare(variant).await;
+    let browser = client();
+    let first = Instance::spawn(&shared(&settings, "first"));
+    shop(&browser, &first).await;
+    first.stop_with(signal);
+    let again = Instance::spawn(&shared(&settings, "again"));
+    let (user, lines) = seen_by(&browser, &again).await;
+    if variant == Variant::Memory {
+        assert_eq!(
+            (user, lines),
+            (None, 0),
+            "memory state dies with the process ({signal})"
+        );
+    } else {
+        assert_eq!(
+            (user.as_deref(), lines),
+            (Some("walt"), 2),
+            "{variant:?} after {signal}"
+        );
+    }
+}
+
+async fn a_login_on_one_instance_holds_on_the_other_except_in_memory(variant: Variant) {
+    let (settings, _data) = prepare(variant).await;
+    let a = Instance::spawn(&shared(&settings, "a"));
+    let b = Instance::spawn(&shared(&settings, "b"));
+    let browser = client();
+    shop(&browser, &a).await;
+
+    let res = browser.get(b.url("/cart")).send().await.expect("GET");
+    assert_eq!(
+        res.headers()
+            .get("x-statecart-instance")
+            .map(|v| v.to_str().ok()),
+        Some(Some("b"))
+    );
+    if variant == Variant::Memory {
+        // The other instance has its own memory: it says so cleanly and sends to login.
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(res.headers()["location"], "/login?next=%2Fcart");
+        let login = browser
+            .get(b.url("/login?next=%2Fcart"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(login.status(), StatusCode::OK);
+        assert!(
+            login
+                .text()
+                .await
+                .expect("body")
+                .contains("Your session has ended")
+        );
+        let inspector = browser.get(b.url("/session")).send().await.expect("GET");
+        assert!(
+            inspector
+                .text()
+                .await
+                .expect("body")
+                .contains("needs sticky routing")
+        );
+    } else {
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{variant:?}: logged in on b too"
+        );
+        let body = res.text().await.expect("body");
+        assert_eq!(
+            body.matches(r#"data-test="cart-line""#).count(),
+            2,
+            "the cart too"
+        );
+        // And back: a change on b is seen on a.
+        let res = browser
+            .post(b.url("/cart/update"))
+            .form(&[("product_id", "5"), ("quantity", "0")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(seen_by(&browser, &a).await, (Some("walt".to_owned()), 1));
+    }
+}
+
+async fn logout_on_one_instance_ends_the_session_on_all_where_the_server_keeps_it(
+    variant: Variant,
+) {
+    if variant == Variant::Memory {
+        return; // Each memory instance has sessions of its own; covered above.
+    }
+    let (settings, _data) = prepare(variant).await;
+    let a = Instance::spawn(&shared(&settings, "a"));
+    let b = Instance::spawn(&shared(&settings, "b"));
+    let (browser, jar) = common::client_and_jar();
+    shop(&browser, &a).await;
+    let saved = common::cookie_in(&jar, &a.address).expect("a session cookie");
+    let res = browser.post(b.url("/logout")).send().await.expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let replay = common::client_with_cookie(&saved);
+    let (user, _) = seen_by(&replay, &a).await;
+    // Revocation is the server's to give: the stateless cookie backend cannot take a cookie back.
+    assert_eq!(user.is_some(), variant == Variant::Cookie, "{variant:?}");
+}
+
+for_each_backend!(
+    the_session_survives_a_graceful_restart_except_in_memory,
+    the_session_survives_a_crash_except_in_memory,
+    a_login_on_one_instance_holds_on_the_other_except_in_memory,
+    logout_on_one_instance_ends_the_session_on_all_where_the_server_keeps_it,
+);
