@@ -139,7 +139,10 @@ async fn sessions_expire_after_the_idle_timeout(variant: Variant) {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(f.store.load(&key).await.expect("load"), None);
     f.store.housekeeping().await;
-    assert_eq!(f.store.sessions_of(1).await.expect("list"), Some(Vec::new()));
+    assert_eq!(
+        f.store.sessions_of(1).await.expect("list"),
+        Some(Vec::new())
+    );
 }
 
 async fn the_database_never_stores_the_raw_session_key(variant: Variant) {

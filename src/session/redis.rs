@@ -51,7 +51,12 @@ impl RedisStore {
     }
 
     /// Records `key` among the user's sessions; the set lives as long as its newest session.
-    async fn index(&self, user_id: Option<i64>, key: &str, ttl: Duration) -> redis::RedisResult<()> {
+    async fn index(
+        &self,
+        user_id: Option<i64>,
+        key: &str,
+        ttl: Duration,
+    ) -> redis::RedisResult<()> {
         if let Some(user_id) = user_id {
             let set = self.user_key(user_id);
             let mut conn = self.conn.clone();
@@ -116,7 +121,10 @@ impl RedisStore {
     pub async fn update_ttl(&self, key: &str, ttl: Duration) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let _: bool = conn
-            .expire(self.session_key(key), i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX))
+            .expire(
+                self.session_key(key),
+                i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX),
+            )
             .await?;
         Ok(())
     }
@@ -146,7 +154,8 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let full: Vec<String> = keys.iter().map(|k| self.session_key(k)).collect();
-        let states: Vec<Option<String>> = redis::cmd("MGET").arg(&full).query_async(&mut conn).await?;
+        let states: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&full).query_async(&mut conn).await?;
         let mut live = Vec::new();
         let mut dead = Vec::new();
         for (key, json) in keys.into_iter().zip(states) {
