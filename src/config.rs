@@ -95,10 +95,14 @@ pub struct Settings {
     pub memory_max_sessions: u64,
     /// Prefix of every Redis key the `redis` backend writes.
     pub redis_key_prefix: String,
+    /// Most live-update leases this process holds at once.
+    pub live_max_leases: usize,
+    /// Most live-update leases one user holds at once (one per open cart tab).
+    pub live_max_leases_per_user: usize,
 }
 
 /// Every key of the config contract, as spelled in TOML (env: `STATECART_` + upper case).
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 19] = [
     "listen",
     "database_url",
     "session_backend",
@@ -116,6 +120,8 @@ pub const KEYS: [&str; 17] = [
     "cookie_secure",
     "memory_max_sessions",
     "redis_key_prefix",
+    "live_max_leases",
+    "live_max_leases_per_user",
 ];
 
 /// Default for `cart_max_lines`: keeps the encrypted cookie of a full cart well under 4096 bytes.
@@ -233,6 +239,14 @@ pub struct RawSettings {
         deserialize_with = "lenient_string"
     )]
     pub redis_key_prefix: Option<String>,
+    /// Most live-update leases this process holds [default: 10000]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_max_leases: Option<usize>,
+    /// Most live-update leases per user [default: 5]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_max_leases_per_user: Option<usize>,
 }
 
 /// A configuration mistake: one line naming the key and what is allowed.
@@ -288,6 +302,8 @@ impl Settings {
             cookie_secure: false,
             memory_max_sessions: 100_000,
             redis_key_prefix: "statecart:".to_owned(),
+            live_max_leases: 10_000,
+            live_max_leases_per_user: 5,
         }
     }
 
@@ -386,6 +402,15 @@ impl Settings {
         if let Some(v) = raw.memory_max_sessions {
             s.memory_max_sessions = positive("memory_max_sessions", v)?;
         }
+        if let Some(v) = raw.live_max_leases {
+            s.live_max_leases =
+                usize::try_from(positive("live_max_leases", v as u64)?).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = raw.live_max_leases_per_user {
+            s.live_max_leases_per_user =
+                usize::try_from(positive("live_max_leases_per_user", v as u64)?)
+                    .unwrap_or(usize::MAX);
+        }
         if let Some(prefix) = raw.redis_key_prefix {
             if prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(char::is_whitespace) {
                 return Err(ConfigError::key(
@@ -412,7 +437,8 @@ impl fmt::Display for Settings {
             "listen={} database_url={} session_backend={} redis_url={} session_key={} \
              idle_timeout_secs={} absolute_timeout_secs={} login_rate_limit_per_minute={} \
              cart_max_lines={} live_lease_secs={} poll_interval_secs={} admin_users=[{}] \
-             instance={} data_dir={} cookie_secure={} memory_max_sessions={} redis_key_prefix={}",
+             instance={} data_dir={} cookie_secure={} memory_max_sessions={} redis_key_prefix={} \
+             live_max_leases={} live_max_leases_per_user={}",
             self.listen,
             mask_url(&self.database_url),
             self.session_backend,
@@ -434,6 +460,8 @@ impl fmt::Display for Settings {
             self.cookie_secure,
             self.memory_max_sessions,
             self.redis_key_prefix,
+            self.live_max_leases,
+            self.live_max_leases_per_user,
         )
     }
 }

@@ -67,6 +67,16 @@ impl Db {
         migrator.run(&self.pool).await.context("running migrations")
     }
 
+    /// A transaction that writes: on SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`) so concurrent writers queue on the busy timeout instead of failing to
+    /// upgrade a read lock; on PostgreSQL a plain `BEGIN` (row locks do the queueing).
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()

@@ -1,4 +1,4 @@
-//! The `statecart` command: `serve` (default) and `migrate`.
+//! The `statecart` command: `serve` (default), `migrate` and `admin`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -27,6 +27,33 @@ enum Command {
     Serve,
     /// Apply database migrations and exit
     Migrate,
+    /// Change the catalog (same config as serve)
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Set a product's price: admin set-price <product_id> <cents>
+    SetPrice {
+        /// Product number
+        #[arg(allow_hyphen_values = true)]
+        product_id: String,
+        /// New price in cents
+        #[arg(allow_hyphen_values = true)]
+        cents: String,
+    },
+    /// Set a product's stock: admin set-stock <product_id> <count>
+    SetStock {
+        /// Product number
+        #[arg(allow_hyphen_values = true)]
+        product_id: String,
+        /// Units in stock
+        #[arg(allow_hyphen_values = true)]
+        count: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,17 +68,38 @@ fn main() -> ExitCode {
     };
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => statecart::run(settings).await,
-            Command::Migrate => migrate(settings).await,
+            Command::Serve => statecart::run(settings).await.map(|()| ExitCode::SUCCESS),
+            Command::Migrate => migrate(settings).await.map(|()| ExitCode::SUCCESS),
+            Command::Admin { action } => admin(&settings, action).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             tracing::error!(error = ?err, "statecart failed");
             eprintln!("statecart: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs an admin command: refused input exits 2, like a config mistake.
+async fn admin(settings: &Settings, action: AdminAction) -> anyhow::Result<ExitCode> {
+    use statecart::admin::{AdminError, Field, set};
+    let (field, product, value) = match &action {
+        AdminAction::SetPrice { product_id, cents } => (Field::Price, product_id, cents),
+        AdminAction::SetStock { product_id, count } => (Field::Stock, product_id, count),
+    };
+    match set(settings, field, product, value).await {
+        Ok(done) => {
+            println!("{done}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refused @ AdminError::Refused(_)) => {
+            eprintln!("statecart: {refused}");
+            Ok(ExitCode::from(2))
+        }
+        Err(AdminError::Failed(err)) => Err(err),
     }
 }
 

@@ -18,15 +18,18 @@ use actix_web::{
 use anyhow::Context as _;
 use tracing::Instrument as _;
 
+use std::sync::Arc;
+
 use crate::{
     config::Settings,
     db::Db,
     domain::catalog,
+    live::LiveHub,
     session::{self, Store},
     web::{
-        Site, account, assets, auth, cart, errors,
+        Site, account, admin, assets, auth, cart, errors,
         guard::{self, LoginLimits},
-        inspector, orders, pages,
+        inspector, live, orders, pages,
     },
 };
 
@@ -41,7 +44,25 @@ pub struct Application {
     port: u16,
     server: Server,
     db: Db,
-    housekeeping: tokio::task::JoinHandle<()>,
+    /// Session housekeeping and the catalog watcher of live leases; stopped with the server.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    hub: Arc<LiveHub>,
+}
+
+/// Stops a running [`Application`]: ends every live lease (their streams close with
+/// `lease-expired`), then stops the server.
+#[derive(Clone)]
+pub struct Stopper {
+    server: ServerHandle,
+    hub: Arc<LiveHub>,
+}
+
+impl Stopper {
+    /// Stops the server; `graceful` lets in-flight requests finish first.
+    pub async fn stop(&self, graceful: bool) {
+        self.hub.end_all();
+        self.server.stop(graceful).await;
+    }
 }
 
 impl Application {
@@ -60,7 +81,11 @@ impl Application {
         let key = session::key::load_or_create(&settings)?;
         let store = Store::build(&settings, &db)?;
         let limits = web::Data::new(LoginLimits::new(settings.login_rate_limit_per_minute));
-        let housekeeping = spawn_housekeeping(store.clone(), limits.clone());
+        let hub = LiveHub::new(settings.live_max_leases, settings.live_max_leases_per_user);
+        let background = vec![
+            spawn_housekeeping(store.clone(), limits.clone()),
+            tokio::spawn(Arc::clone(&hub).watch(db.clone())),
+        ];
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -76,6 +101,7 @@ impl Application {
         let settings_data = web::Data::new(settings.clone());
         let store_data = web::Data::new(store.clone());
         let budget = web::Data::new(session::CookieBudget::new(settings.session_backend, &key));
+        let hub_data = web::Data::new(Arc::clone(&hub));
         let instance = settings.instance.clone();
 
         let server = HttpServer::new(move || {
@@ -87,6 +113,7 @@ impl Application {
                 .app_data(store_data.clone())
                 .app_data(limits.clone())
                 .app_data(budget.clone())
+                .app_data(hub_data.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
                 .wrap(from_fn(errors::render_error_pages))
                 .wrap(DefaultHeaders::new().add(("X-Statecart-Instance", instance.clone())))
@@ -94,13 +121,17 @@ impl Application {
                 .configure(|cfg| routes(cfg, sessions))
         })
         .listen(listener)?
+        // Signals are handled by `lib::run`, which ends live leases before stopping: an open
+        // event stream would otherwise hold a graceful shutdown for its whole timeout.
+        .disable_signals()
         .run();
 
         Ok(Self {
             port: address.port(),
             server,
             db,
-            housekeeping,
+            background,
+            hub,
         })
     }
 
@@ -110,14 +141,19 @@ impl Application {
     }
 
     /// A handle to stop the server gracefully.
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    pub fn handle(&self) -> Stopper {
+        Stopper {
+            server: self.server.handle(),
+            hub: Arc::clone(&self.hub),
+        }
     }
 
     /// Serves until stopped (SIGINT/SIGTERM or the handle), then closes the database pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        self.housekeeping.abort();
+        for task in &self.background {
+            task.abort();
+        }
         self.db.close().await;
         tracing::info!("stopped");
         result
@@ -164,7 +200,8 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
         .service(web::resource("/products.json").route(get_or_head().to(pages::products_json)))
         .service(web::resource("/products/{id}").route(get_or_head().to(pages::product)))
         .service(web::resource("/static/{name}").route(get_or_head().to(assets::serve)))
-        .service(web::resource("/healthz").route(get_or_head().to(pages::healthz)));
+        .service(web::resource("/healthz").route(get_or_head().to(pages::healthz)))
+        .service(web::resource("/metrics").route(get_or_head().to(live::metrics)));
 
     // Stateful. Middleware, outermost first: refuse cross-site forms, limit login attempts,
     // turn a store failure into 503, load/save the session, enforce its timeouts, no-store.
@@ -190,9 +227,13 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
             .route("/cart/add", web::post().to(cart::add))
             .route("/cart/update", web::post().to(cart::update))
             .route("/cart/clear", web::post().to(cart::clear))
+            .route("/cart/live", web::get().to(live::stream))
+            .route("/cart/changes", web::get().to(live::changes))
             .route("/checkout", web::post().to(cart::checkout))
             .route("/orders", web::get().to(orders::list))
             .route("/orders/{id}", web::get().to(orders::show))
+            .route("/admin/products", web::get().to(admin::page))
+            .route("/admin/products", web::post().to(admin::update))
             .route("/session", web::get().to(inspector::page))
             .route("/session.json", web::get().to(inspector::json))
             .default_service(web::to(not_found)),

@@ -487,14 +487,51 @@ async fn a_double_submitted_checkout_creates_one_order(variant: Variant) {
     app.register("jon").await;
     app.add_to_cart(4, 2).await;
     let stock = app.stock_of(4).await;
+    // The revision the checkout form carries, as the browser would send it back.
+    let page = app.get("/cart").await.text().await.expect("body");
+    let rev = page
+        .split(r#"name="rev" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the checkout form carries the cart revision")
+        .to_owned();
     let url = app.url("/checkout");
-    let (a, b) = tokio::join!(app.client.post(&url).send(), app.client.post(&url).send());
+    let form = [("rev", rev.as_str())];
+    let (a, b) = tokio::join!(
+        app.client.post(&url).form(&form).send(),
+        app.client.post(&url).form(&form).send()
+    );
     let (a, b) = (a.expect("POST"), b.expect("POST"));
     assert_eq!(a.status(), StatusCode::SEE_OTHER);
     assert_eq!(b.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&a), location(&b), "both land on the same order");
     assert_eq!(count_orders(&app).await, 1);
     assert_eq!(app.stock_of(4).await, stock - 2, "stock taken once");
+}
+
+async fn a_stale_checkout_form_orders_nothing(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("joy").await;
+    app.add_to_cart(4, 1).await;
+    let page = app.get("/cart").await.text().await.expect("body");
+    let rev = page
+        .split(r#"name="rev" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("revision")
+        .to_owned();
+    // The cart changes in another tab after this page was shown.
+    app.add_to_cart(6, 1).await;
+    let res = app.post_form("/checkout", &[("rev", &rev)]).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("Your cart changed")
+    );
+    assert_eq!(count_orders(&app).await, 0);
+    assert_eq!(app.cart_of(&app.client).await, [(4, 1), (6, 1)]);
 }
 
 async fn orders_are_private_to_their_owner(variant: Variant) {
@@ -589,6 +626,7 @@ for_each_backend!(
     checkout_answers_409_when_stock_ran_out_after_adding,
     concurrent_buyers_never_oversell,
     a_double_submitted_checkout_creates_one_order,
+    a_stale_checkout_form_orders_nothing,
     orders_are_private_to_their_owner,
     the_cart_survives_a_restart_except_in_memory,
     adding_without_login_leads_to_login_and_back_to_the_product,

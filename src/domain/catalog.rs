@@ -130,6 +130,117 @@ pub async fn find_many(db: &Db, ids: &[ProductId]) -> Result<Vec<Product>, sqlx:
     query.fetch_all(&db.pool).await
 }
 
+/// One product's price and stock after a change, stamped with the catalog version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct ProductChange {
+    /// The product.
+    pub product_id: i64,
+    /// Unit price now, in cents.
+    pub price_cents: i64,
+    /// Units left now.
+    pub stock: i64,
+    /// Catalog version of this change.
+    pub version: i64,
+}
+
+/// Why a catalog change was refused; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No such product.
+    #[error("there is no product {0}")]
+    UnknownProduct(ProductId),
+    /// The value is outside what the shop accepts.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Highest price accepted, in cents ($1,000,000.00).
+pub const MAX_PRICE_CENTS: i64 = 100_000_000;
+/// Highest stock accepted.
+pub const MAX_STOCK: i64 = 1_000_000;
+
+/// Takes the next catalog version inside `tx` (the clock row stays locked until commit).
+pub async fn next_version(tx: &mut sqlx::AnyConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE catalog_clock SET version = version + 1 WHERE id = 1 RETURNING version",
+    )
+    .fetch_one(tx)
+    .await
+}
+
+/// The latest catalog version.
+pub async fn current_version(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM catalog_clock WHERE id = 1")
+        .fetch_one(&db.pool)
+        .await
+}
+
+/// Sets a product's price (0 to [`MAX_PRICE_CENTS`]).
+pub async fn set_price(db: &Db, id: ProductId, cents: i64) -> Result<ProductChange, CatalogError> {
+    update_product(db, id, Some(cents), None).await
+}
+
+/// Sets a product's stock (0 to [`MAX_STOCK`]).
+pub async fn set_stock(db: &Db, id: ProductId, stock: i64) -> Result<ProductChange, CatalogError> {
+    update_product(db, id, None, Some(stock)).await
+}
+
+/// Sets a product's price and/or stock in one transaction, stamped with the next catalog
+/// version. Values are checked first; a refused change writes nothing.
+pub async fn update_product(
+    db: &Db,
+    id: ProductId,
+    price_cents: Option<i64>,
+    stock: Option<i64>,
+) -> Result<ProductChange, CatalogError> {
+    if price_cents.is_some_and(|c| !(0..=MAX_PRICE_CENTS).contains(&c)) {
+        return Err(CatalogError::Invalid(
+            "A price is a whole number of cents from 0 to 100000000.",
+        ));
+    }
+    if stock.is_some_and(|s| !(0..=MAX_STOCK).contains(&s)) {
+        return Err(CatalogError::Invalid(
+            "A stock is a whole number from 0 to 1000000.",
+        ));
+    }
+    let mut tx = db.begin_write().await?;
+    let version = next_version(&mut tx).await?;
+    let changed: Option<ProductChange> = sqlx::query_as(
+        "UPDATE products SET price_cents = COALESCE($1, price_cents), stock = COALESCE($2, stock), \
+         version = $3 WHERE id = $4 RETURNING id AS product_id, price_cents, stock, version",
+    )
+    .bind(price_cents)
+    .bind(stock)
+    .bind(version)
+    .bind(id.get())
+    .fetch_optional(&mut *tx)
+    .await?;
+    match changed {
+        Some(change) => {
+            tx.commit().await?;
+            Ok(change)
+        }
+        None => {
+            tx.rollback().await?;
+            Err(CatalogError::UnknownProduct(id))
+        }
+    }
+}
+
+/// Changes since `since` (exclusive), oldest first, optionally only for some products.
+pub async fn changes_since(db: &Db, since: i64) -> Result<Vec<ProductChange>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS product_id, price_cents, stock, version FROM products \
+         WHERE version > $1 ORDER BY version, id",
+    )
+    .bind(since)
+    .fetch_all(&db.pool)
+    .await
+}
+
 /// The products the shop opens with: (name, description, price in cents, stock).
 const SEED: [(&str, &str, i64, i64); 14] = [
     (

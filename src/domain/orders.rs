@@ -8,7 +8,7 @@ use super::{
     catalog::{Money, ProductId},
     now_epoch,
 };
-use crate::db::{Db, Dialect};
+use crate::db::Db;
 
 /// An order id from a URL: a positive integer (parsed like a product id).
 pub type OrderId = ProductId;
@@ -59,9 +59,10 @@ pub enum CheckoutError {
     Database(#[from] sqlx::Error),
 }
 
-/// The key that makes a repeated submission of one checkout find the first order.
-pub fn checkout_key(session_id: &str, cart: &Cart) -> String {
-    Sha256::digest(format!("{session_id}:{}", cart.rev()).as_bytes())
+/// The key that makes a repeated submission of one checkout find the first order: the
+/// session and the cart revision the checkout form showed.
+pub fn checkout_key(session_id: &str, cart_rev: u64) -> String {
+    Sha256::digest(format!("{session_id}:{cart_rev}").as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
@@ -78,12 +79,7 @@ pub async fn checkout(
     if cart.is_empty() {
         return Err(CheckoutError::EmptyCart);
     }
-    // SQLite: take the write lock up front so concurrent checkouts queue (busy timeout)
-    // instead of failing on a lock upgrade. PostgreSQL: row locks of the updates below.
-    let mut tx = match db.dialect {
-        Dialect::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
-        Dialect::Postgres => db.pool.begin().await?,
-    };
+    let mut tx = db.begin_write().await?;
     let order_id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO orders (user_id, total_cents, created_at, checkout_key) VALUES ($1, 0, $2, $3) \
          ON CONFLICT (user_id, checkout_key) DO NOTHING RETURNING id",
@@ -104,6 +100,8 @@ pub async fn checkout(
         return Ok(Checkout::AlreadyPlaced(existing));
     };
 
+    // Stock changes are catalog changes: live subscribers and pollers see them by version.
+    let version = super::catalog::next_version(&mut tx).await?;
     // A fixed order of row locks keeps concurrent checkouts on PostgreSQL free of deadlocks.
     let mut lines: Vec<_> = cart.lines().collect();
     lines.sort_by_key(|l| l.product_id);
@@ -111,10 +109,12 @@ pub async fn checkout(
     for line in lines {
         let wanted = i64::from(line.quantity.get());
         let taken: Option<(String, i64)> = sqlx::query_as(
-            "UPDATE products SET stock = stock - $1 WHERE id = $2 AND stock >= $1 RETURNING name, price_cents",
+            "UPDATE products SET stock = stock - $1, version = $3 \
+             WHERE id = $2 AND stock >= $1 RETURNING name, price_cents",
         )
         .bind(wanted)
         .bind(line.product_id.get())
+        .bind(version)
         .fetch_optional(&mut *tx)
         .await?;
         let Some((name, price_cents)) = taken else {
@@ -153,6 +153,15 @@ pub async fn checkout(
         .await?;
     tx.commit().await?;
     Ok(Checkout::Placed(order_id))
+}
+
+/// The order an earlier submission of this checkout created, if any.
+pub async fn find_by_key(db: &Db, user_id: i64, key: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM orders WHERE user_id = $1 AND checkout_key = $2")
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(&db.pool)
+        .await
 }
 
 /// An order as listed.

@@ -12,11 +12,16 @@ struct Asset {
     body: &'static [u8],
 }
 
-const ASSETS: [Asset; 2] = [
+const ASSETS: [Asset; 3] = [
     Asset {
         name: "app.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../static/app.css"),
+    },
+    Asset {
+        name: "live.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../static/live.js"),
     },
     Asset {
         name: "favicon.svg",

@@ -29,6 +29,8 @@ pub struct LineView {
     pub name: String,
     /// Unit price now.
     pub unit_price: String,
+    /// Unit price now, in cents (for live updates).
+    pub price_cents: i64,
     /// Units in the cart.
     pub quantity: u32,
     /// Units left now.
@@ -54,6 +56,11 @@ struct CartPage<'a> {
     missing: usize,
     total: String,
     max_lines: usize,
+    /// Cart revision, sent back by the checkout form.
+    rev: u64,
+    /// Catalog version the page shows; live updates and polling continue from it.
+    version: i64,
+    poll_secs: u64,
 }
 
 /// The cart's lines joined with the catalog; lines whose product is gone are counted apart.
@@ -72,6 +79,7 @@ async fn priced_lines(db: &Db, cart: &Cart) -> Result<(Vec<LineView>, usize, Mon
             product_id: p.id,
             name: p.name.clone(),
             unit_price: p.price().to_string(),
+            price_cents: p.price_cents,
             quantity: line.quantity.get(),
             stock: p.stock,
             total: Money::from_cents(line_total).to_string(),
@@ -89,6 +97,9 @@ pub async fn page(
     me: LoggedIn,
 ) -> Result<HttpResponse, AppError> {
     let cart = me.session.cart();
+    // Read the version before the products: a change committed in between is then newer
+    // than the page, and the live stream or the next poll brings it.
+    let version = catalog::current_version(&db).await?;
     let (lines, missing, total) = priced_lines(&db, &cart).await?;
     super::private_page(&CartPage {
         site: &site,
@@ -98,6 +109,9 @@ pub async fn page(
         missing,
         total: total.to_string(),
         max_lines: settings.cart_max_lines,
+        rev: cart.rev(),
+        version,
+        poll_secs: settings.poll_interval_secs,
     })
 }
 
@@ -238,16 +252,43 @@ pub async fn clear(
     Ok(see_other("/cart"))
 }
 
+/// The checkout form: the cart revision the page showed.
+#[derive(Deserialize)]
+pub struct CheckoutForm {
+    rev: Option<String>,
+}
+
 /// `POST /checkout`: one transaction; 303 to the order, or 409 with the cart unchanged.
+///
+/// The form carries the cart revision it showed. The order is keyed by session and revision,
+/// so the same form submitted twice (a double click, racing or not) lands on one order.
 pub async fn checkout(
     db: web::Data<Db>,
     budget: web::Data<CookieBudget>,
     settings: web::Data<Settings>,
     me: LoggedIn,
+    // A client may post no body at all: then the cart as it is now is checked out.
+    form: Option<web::Form<CheckoutForm>>,
 ) -> Result<HttpResponse, AppError> {
     let cart = me.session.cart();
+    let rev = match form.as_ref().and_then(|f| f.rev.as_deref()).map(str::trim) {
+        None | Some("") => cart.rev(),
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            AppError::BadRequest("The checkout form is damaged; please reload the cart.".to_owned())
+        })?,
+    };
     let session_id = me.session.meta().map(|m| m.sid).unwrap_or_default();
-    let key = orders::checkout_key(&session_id, &cart);
+    let key = orders::checkout_key(&session_id, rev);
+    if let Some(order_id) = orders::find_by_key(&db, me.user.id, &key).await? {
+        return Ok(see_other(&format!("/orders/{order_id}")));
+    }
+    if rev != cart.rev() {
+        return Err(AppError::Conflict(
+            "Your cart changed after this page was shown, so nothing was ordered. Please check \
+             the cart and check out again."
+                .to_owned(),
+        ));
+    }
     match orders::checkout(&db, me.user.id, &cart, &key).await {
         Ok(done) => {
             let mut emptied = cart;

@@ -5,8 +5,11 @@ use askama::Template;
 use serde::Serialize;
 
 use super::{Nav, Site, errors::AppError, human_time, rfc3339};
+use std::sync::Arc;
+
 use crate::{
     config::Settings,
+    live::LiveHub,
     session::{self, BackendFacts, COOKIE_NAME, Store, state::TypedSession},
 };
 
@@ -41,6 +44,7 @@ fn report(
     session: &TypedSession,
     store: &Store,
     settings: &Settings,
+    hub: &LiveHub,
 ) -> SessionReport {
     let entries = session.entries();
     let meta = session.meta();
@@ -70,7 +74,10 @@ fn report(
             .and_then(|m| rfc3339(m.issued_at.saturating_add(absolute))),
         cart_lines: cart.len(),
         cart,
-        live_lease_expires_at: None,
+        live_lease_expires_at: meta
+            .as_ref()
+            .and_then(|m| hub.lease_of(&m.sid))
+            .and_then(rfc3339),
     }
 }
 
@@ -98,6 +105,7 @@ struct InspectorPage<'a> {
     entries: Vec<(String, String)>,
     idle_expires: Option<String>,
     absolute_expires: Option<String>,
+    live_lease: Option<String>,
     settings: &'a Settings,
 }
 
@@ -107,13 +115,19 @@ pub async fn page(
     site: web::Data<Site>,
     store: web::Data<Store>,
     settings: web::Data<Settings>,
+    hub: web::Data<Arc<LiveHub>>,
     session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
-    let report = report(&req, &session, &store, &settings);
+    let report = report(&req, &session, &store, &settings, &hub);
     let meta = session.meta();
     let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
     let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
+    let live_lease = meta
+        .as_ref()
+        .and_then(|m| hub.lease_of(&m.sid))
+        .map(human_time);
     super::private_page(&InspectorPage {
+        live_lease,
         site: &site,
         nav: Nav::of(&session, "session"),
         facts: session::facts(settings.session_backend),
@@ -134,9 +148,10 @@ pub async fn json(
     req: HttpRequest,
     store: web::Data<Store>,
     settings: web::Data<Settings>,
+    hub: web::Data<Arc<LiveHub>>,
     session: TypedSession,
 ) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(report(&req, &session, &store, &settings))
+        .json(report(&req, &session, &store, &settings, &hub))
 }

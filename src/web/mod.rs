@@ -1,6 +1,7 @@
 //! HTTP handlers grouped by page family, plus what every page shares.
 
 pub mod account;
+pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod cart;
@@ -8,6 +9,7 @@ pub mod errors;
 pub mod guard;
 pub mod http;
 pub mod inspector;
+pub mod live;
 pub mod orders;
 pub mod pages;
 

@@ -7,7 +7,6 @@ pub mod services;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use actix_web::dev::ServerHandle;
 use reqwest::cookie::{CookieStore as _, Jar};
 use services::{POSTGRES_ENV, REDIS_ENV, Service, service_url};
 use statecart::{Application, Settings, config::SessionBackend};
@@ -73,7 +72,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub jar: Arc<Jar>,
     pub settings: Settings,
-    handle: ServerHandle,
+    handle: statecart::startup::Stopper,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Dropped last: the data dir and services outlive the server.
     pub data_dir: DataDir,
@@ -90,6 +89,15 @@ pub struct DataDir {
 impl DataDir {
     pub fn path(&self) -> PathBuf {
         self.path.clone()
+    }
+
+    /// The same data for a second instance; the first one keeps ownership (and cleans up).
+    pub fn shared(&self) -> DataDir {
+        DataDir {
+            dir: None,
+            path: self.path.clone(),
+            service: None,
+        }
     }
 }
 
