@@ -116,15 +116,19 @@ impl MemoryStore {
         self.cache.invalidate(key).await;
     }
 
-    /// The live sessions of a user.
-    pub async fn sessions_of(&self, user_id: i64) -> Vec<SessionSummary> {
-        let keys: Vec<String> = self
-            .by_user
+    /// The keys the index holds for a user (some may have just expired).
+    fn keys_of(&self, user_id: i64) -> Vec<String> {
+        self.by_user
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&user_id)
             .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// The live sessions of a user.
+    pub async fn sessions_of(&self, user_id: i64) -> Vec<SessionSummary> {
+        let keys = self.keys_of(user_id);
         let mut sessions = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(entry) = self.cache.get(&key).await
@@ -142,15 +146,8 @@ impl MemoryStore {
 
     /// Deletes every session of a user except the one whose id is `keep_sid`.
     pub async fn revoke_others(&self, user_id: i64, keep_sid: &str) -> u64 {
-        let keys: Vec<String> = self
-            .by_user
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&user_id)
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default();
         let mut revoked = 0;
-        for key in keys {
+        for key in self.keys_of(user_id) {
             let Some(entry) = self.cache.get(&key).await else {
                 continue;
             };

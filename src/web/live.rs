@@ -23,6 +23,15 @@ use crate::{
     live::{Lease, LiveEvent, LiveHub},
 };
 
+/// The products in the caller's cart: what a lease or a poll is about.
+fn cart_products(me: &LoggedIn) -> HashSet<i64> {
+    me.session
+        .cart()
+        .lines()
+        .map(|l| l.product_id.get())
+        .collect()
+}
+
 /// A comment line keeps proxies from closing an idle stream.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 
@@ -111,12 +120,7 @@ pub async fn stream(
     settings: web::Data<Settings>,
     me: LoggedIn,
 ) -> Result<HttpResponse, AppError> {
-    let products: HashSet<i64> = me
-        .session
-        .cart()
-        .lines()
-        .map(|l| l.product_id.get())
-        .collect();
+    let products = cart_products(&me);
     let session = me.session.meta().map(|m| m.sid).unwrap_or_default();
     let version = catalog::current_version(&db).await?;
     let lease_secs = settings.live_lease_secs;
@@ -173,12 +177,7 @@ pub async fn changes(
         .ok_or_else(|| {
             AppError::BadRequest("`since` must be a version: a whole number, 0 or more.".to_owned())
         })?;
-    let products: HashSet<i64> = me
-        .session
-        .cart()
-        .lines()
-        .map(|l| l.product_id.get())
-        .collect();
+    let products = cart_products(&me);
     // Read the clock first: anything committed after it has a higher version, so the next
     // poll from the returned version cannot miss it.
     let current = catalog::current_version(&db).await?;
