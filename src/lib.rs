@@ -1,6 +1,7 @@
 //! statecart: a small real shop that runs as a stateless or a stateful server by one setting.
 
 pub mod admin;
+pub mod compare;
 pub mod config;
 pub mod db;
 pub mod domain;

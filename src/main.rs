@@ -32,6 +32,8 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Run every session backend side by side and measure what each keeps, weighs and serves
+    Compare(statecart::compare::CompareArgs),
 }
 
 #[derive(Subcommand)]
@@ -71,6 +73,9 @@ fn main() -> ExitCode {
             Command::Serve => statecart::run(settings).await.map(|()| ExitCode::SUCCESS),
             Command::Migrate => migrate(settings).await.map(|()| ExitCode::SUCCESS),
             Command::Admin { action } => admin(&settings, action).await,
+            Command::Compare(args) => statecart::compare::run(args, settings)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -1,0 +1,226 @@
+//! Experiments 1 to 6: a scripted user against real instances, observing what each backend
+//! keeps through a restart, a crash, a second instance, a logout and idleness, and what its
+//! session weighs as the cart grows.
+
+use std::{path::Path, time::Instant};
+
+use anyhow::{Context as _, ensure};
+use reqwest::StatusCode;
+
+use super::{
+    FOOTPRINT_STEPS,
+    instance::{Instance, Sandbox, Signal},
+    report::{Expiry, Footprint, FootprintPoint, Probe, Replay, Seen},
+    user::Browser,
+};
+use crate::{config::MAX_CART_LINES, db::Db, domain::catalog};
+
+/// Lines of the cart in the restart, crash and two-instance experiments.
+const CART_LINES: i64 = 3;
+/// The idle timeout of the expiry experiment, and how long the user then stays idle.
+pub const EXPIRY_IDLE_TIMEOUT_SECS: u64 = 2;
+const EXPIRY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Most lines the footprint probe tries; the cookie backend refuses near 300 (README).
+pub const PROBE_CAP: usize = 400;
+/// Stock of each product added for the footprint run.
+const FILLER_STOCK: i64 = 100;
+
+/// 1 and 2: a 3-line cart, `signal`, the same config started again: what is left?
+pub async fn survive(binary: &Path, sandbox: &Sandbox, signal: Signal) -> anyhow::Result<Seen> {
+    let browser = Browser::new()?;
+    let first = Instance::start(binary, sandbox, "first", &[]).await?;
+    browser.register(&first, "ada").await?;
+    browser.fill_cart(&first, CART_LINES).await?;
+    let before = browser.session(&first).await?;
+    ensure!(
+        before.user.is_some() && before.cart.len() == usize::try_from(CART_LINES)?,
+        "before the {signal} the user was not logged in with {CART_LINES} cart lines"
+    );
+    first.stop(signal).await?;
+    let again = Instance::start(binary, sandbox, "again", &[]).await?;
+    let after = browser.session(&again).await?;
+    again.stop(Signal::Term).await?;
+    Ok(Seen {
+        logged_in: after.user.as_deref() == Some("ada"),
+        cart_lines: after.cart.len(),
+        cart_lines_before: before.cart.len(),
+        cart_intact: after.cart == before.cart,
+    })
+}
+
+/// 3: two instances sharing the config; log in and fill the cart on one, read on the other.
+pub async fn two_instances(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<Seen> {
+    let browser = Browser::new()?;
+    let a = Instance::start(binary, sandbox, "a", &[]).await?;
+    let b = Instance::start(binary, sandbox, "b", &[]).await?;
+    browser.register(&a, "grace").await?;
+    browser.fill_cart(&a, CART_LINES).await?;
+    let before = browser.session(&a).await?;
+    ensure!(
+        before.user.is_some(),
+        "the user was not logged in on the first instance"
+    );
+    let on_b = browser.session(&b).await?;
+    a.stop(Signal::Term).await?;
+    b.stop(Signal::Term).await?;
+    Ok(Seen {
+        logged_in: on_b.user.as_deref() == Some("grace"),
+        cart_lines: on_b.cart.len(),
+        cart_lines_before: before.cart.len(),
+        cart_intact: on_b.cart == before.cart,
+    })
+}
+
+/// 4: save the cookie, log out, send the saved cookie again.
+pub async fn logout_replay(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<Replay> {
+    let browser = Browser::new()?;
+    let one = Instance::start(binary, sandbox, "one", &[]).await?;
+    browser.register(&one, "linus").await?;
+    browser.fill_cart(&one, 1).await?;
+    let saved = browser.cookie(&one)?;
+    browser.logout(&one).await?;
+    let logged_out = browser.session(&one).await?.user.is_none();
+    let replayed = Browser::with_cookie(&saved)?.session(&one).await?;
+    one.stop(Signal::Term).await?;
+    Ok(Replay {
+        logged_out,
+        accepted: replayed.user.is_some(),
+    })
+}
+
+/// 5: soft state. Log in with a 2-second idle timeout, stay idle 3 seconds, look again.
+pub async fn expiry(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<Expiry> {
+    let browser = Browser::new()?;
+    let settings = [("idle_timeout_secs", EXPIRY_IDLE_TIMEOUT_SECS.to_string())];
+    let one = Instance::start(binary, sandbox, "one", &settings).await?;
+    browser.register(&one, "barbara").await?;
+    let before = browser.session(&one).await?;
+    let idle_from = Instant::now();
+    tokio::time::sleep(EXPIRY_WAIT).await;
+    let idle_secs = idle_from.elapsed().as_secs_f64();
+    let after = browser.session(&one).await?;
+    one.stop(Signal::Term).await?;
+    Ok(Expiry {
+        idle_timeout_secs: EXPIRY_IDLE_TIMEOUT_SECS,
+        idle_secs,
+        logged_in_before: before.user.is_some(),
+        ended: after.user.is_none(),
+    })
+}
+
+/// 6: one line more at a time, reading the cookie and server bytes at each step of
+/// [`FOOTPRINT_STEPS`], at `cart_max_lines` and every 50 lines, until the server refuses a
+/// line or [`PROBE_CAP`] lines are in. `cart_max_lines` is raised to the most the config
+/// allows for this run, so only the cookie limit can refuse.
+pub async fn footprint(
+    binary: &Path,
+    sandbox: &Sandbox,
+    cart_max_lines: usize,
+) -> anyhow::Result<Footprint> {
+    let cap = PROBE_CAP.max(cart_max_lines).min(MAX_CART_LINES);
+    add_filler_products(&sandbox.database_url, cap).await?;
+    let browser = Browser::new()?;
+    let settings = [("cart_max_lines", MAX_CART_LINES.to_string())];
+    let one = Instance::start(binary, sandbox, "one", &settings).await?;
+    browser.register(&one, "margaret").await?;
+    let mut ids: Vec<i64> = browser
+        .products(&one)
+        .await?
+        .into_iter()
+        .filter(|p| p.stock > 0)
+        .map(|p| p.id)
+        .collect();
+    ids.sort_unstable();
+    ensure!(
+        ids.len() >= cap,
+        "the catalog has {} products in stock, {cap} needed",
+        ids.len()
+    );
+
+    let mut points = Vec::new();
+    let mut accepted = 0;
+    let mut refusal = None;
+    for (n, id) in (1..=cap).zip(ids) {
+        let status = browser.add(&one, id, 1).await?;
+        if status != StatusCode::SEE_OTHER {
+            ensure!(
+                status.is_client_error(),
+                "POST /cart/add of line {n} answered {status}"
+            );
+            refusal = Some((n, status.as_u16()));
+            break;
+        }
+        accepted = n;
+        if FOOTPRINT_STEPS.contains(&n) || n == cart_max_lines || n % 50 == 0 || n == cap {
+            points.push(measure(&browser, &one, n).await?);
+        }
+    }
+    // The last line that fit, for the chart's end point.
+    if points.last().is_none_or(|p| p.lines != accepted) && accepted > 0 {
+        points.push(measure(&browser, &one, accepted).await?);
+    }
+    one.stop(Signal::Term).await?;
+    Ok(Footprint {
+        quantity_per_line: 1,
+        points,
+        probe: Probe {
+            cap,
+            accepted_lines: accepted,
+            refused_at: refusal.map(|(n, _)| n),
+            refusal_status: refusal.map(|(_, s)| s),
+        },
+    })
+}
+
+async fn measure(
+    browser: &Browser,
+    instance: &Instance,
+    lines: usize,
+) -> anyhow::Result<FootprintPoint> {
+    let seen = browser.session(instance).await?;
+    ensure!(
+        seen.cart.len() == lines,
+        "expected {lines} cart lines, /session.json shows {}",
+        seen.cart.len()
+    );
+    Ok(FootprintPoint {
+        lines,
+        cookie_bytes: seen.cookie_bytes,
+        server_bytes: seen.server_bytes,
+    })
+}
+
+/// Gives the sandbox's database a catalog of at least `products` products before the app first
+/// starts on it: migrations and the usual seed first (as the app would), then plain filler.
+async fn add_filler_products(database_url: &str, products: usize) -> anyhow::Result<()> {
+    let db = Db::connect(database_url).await?;
+    let result = async {
+        db.migrate().await?;
+        catalog::seed_if_new(&db)
+            .await
+            .context("seeding the catalog")?;
+        let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
+            .fetch_one(&db.pool)
+            .await
+            .context("counting products")?;
+        let missing = i64::try_from(products)?.saturating_sub(have);
+        let mut tx = db.pool.begin().await?;
+        for n in 1..=missing {
+            sqlx::query(
+                "INSERT INTO products (name, description, price_cents, stock) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(format!("Filler product {n}"))
+            .bind("Added by statecart compare to measure large carts.")
+            .bind(100_i64)
+            .bind(FILLER_STOCK)
+            .execute(&mut *tx)
+            .await
+            .context("adding a filler product")?;
+        }
+        tx.commit().await.context("committing the filler products")?;
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}

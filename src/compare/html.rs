@@ -1,0 +1,535 @@
+//! `report.html`: the table and inline SVG charts, drawn here from the report (no script, no
+//! network, one file). Coordinates are computed in Rust; the template only places them.
+
+use askama::Template;
+
+use super::report::{BackendReport, COLUMNS, Cell, Report, footprint_sizes};
+use crate::config::SessionBackend;
+
+/// Chart size in SVG user units (the chart scales with the page).
+const WIDTH: f64 = 640.0;
+const HEIGHT: f64 = 300.0;
+/// Room for the axis labels.
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 16.0;
+const BOTTOM: f64 = 44.0;
+
+/// The browser cookie limit the cookie chart draws as a rule.
+const COOKIE_LIMIT: f64 = 4096.0;
+
+/// One colour per backend, the same in every chart.
+fn colour(backend: SessionBackend) -> &'static str {
+    match backend {
+        SessionBackend::Cookie => "#b4641e",
+        SessionBackend::Memory => "#7a3fa0",
+        SessionBackend::Database => "#1f6feb",
+        SessionBackend::Redis => "#cf222e",
+    }
+}
+
+/// Rounds to one decimal: SVG coordinates stay short.
+fn r1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// A position on an axis and its label.
+pub struct Tick {
+    /// SVG coordinate.
+    pub pos: f64,
+    /// Text.
+    pub label: String,
+}
+
+/// The plotting area.
+pub struct Plot {
+    /// Left edge.
+    pub left: f64,
+    /// Top edge.
+    pub top: f64,
+    /// Right edge.
+    pub right: f64,
+    /// Bottom edge (the x axis).
+    pub bottom: f64,
+}
+
+impl Plot {
+    fn new() -> Self {
+        Self {
+            left: LEFT,
+            top: TOP,
+            right: WIDTH - RIGHT,
+            bottom: HEIGHT - BOTTOM,
+        }
+    }
+
+    fn x(&self, value: f64, max: f64) -> f64 {
+        r1(self.left + (self.right - self.left) * value / max)
+    }
+
+    fn y(&self, value: f64, max: f64) -> f64 {
+        r1(self.bottom - (self.bottom - self.top) * value / max)
+    }
+
+    /// The middle of the plot, for axis titles.
+    pub fn mid_x(&self) -> f64 {
+        r1(f64::midpoint(self.left, self.right))
+    }
+
+    /// The middle of the plot, for axis titles.
+    pub fn mid_y(&self) -> f64 {
+        r1(f64::midpoint(self.top, self.bottom))
+    }
+}
+
+/// A legend entry.
+pub struct Legend {
+    /// Backend name.
+    pub name: String,
+    /// Its colour.
+    pub colour: &'static str,
+}
+
+/// A point with a tooltip.
+pub struct Dot {
+    /// x.
+    pub x: f64,
+    /// y.
+    pub y: f64,
+    /// Tooltip.
+    pub title: String,
+}
+
+/// One backend's line.
+pub struct Series {
+    /// Its colour.
+    pub colour: &'static str,
+    /// `x,y x,y ...` for a polyline.
+    pub points: String,
+    /// The measured points.
+    pub dots: Vec<Dot>,
+}
+
+/// A horizontal reference line.
+pub struct Rule {
+    /// y.
+    pub y: f64,
+    /// What it marks.
+    pub label: String,
+}
+
+/// Bytes against cart lines, one line per backend.
+pub struct LineChart {
+    /// Heading.
+    pub title: String,
+    /// What to see in it.
+    pub caption: String,
+    /// Plot area.
+    pub plot: Plot,
+    /// x axis ticks.
+    pub x_ticks: Vec<Tick>,
+    /// y axis ticks.
+    pub y_ticks: Vec<Tick>,
+    /// x axis title.
+    pub x_label: String,
+    /// y axis title.
+    pub y_label: String,
+    /// The lines.
+    pub series: Vec<Series>,
+    /// A reference line, if any.
+    pub rule: Option<Rule>,
+    /// Which colour is which backend.
+    pub legend: Vec<Legend>,
+}
+
+/// One bar.
+pub struct Bar {
+    /// Left edge.
+    pub x: f64,
+    /// Top edge.
+    pub y: f64,
+    /// Width.
+    pub w: f64,
+    /// Height.
+    pub h: f64,
+    /// Colour.
+    pub colour: &'static str,
+    /// Tooltip.
+    pub title: String,
+    /// Value written above the bar.
+    pub value: String,
+}
+
+/// The label under a group of bars.
+pub struct Group {
+    /// Centre of the group.
+    pub pos: f64,
+    /// The request, e.g. `GET /cart`.
+    pub label: String,
+    /// What it does to the session, e.g. `session read`.
+    pub kind: String,
+}
+
+/// Values per scenario, one bar per backend.
+pub struct BarChart {
+    /// Heading.
+    pub title: String,
+    /// What to see in it.
+    pub caption: String,
+    /// Plot area.
+    pub plot: Plot,
+    /// Scenario labels under each group.
+    pub groups: Vec<Group>,
+    /// y axis ticks.
+    pub y_ticks: Vec<Tick>,
+    /// y axis title.
+    pub y_label: String,
+    /// The bars.
+    pub bars: Vec<Bar>,
+    /// Which colour is which backend.
+    pub legend: Vec<Legend>,
+}
+
+/// A "nice" axis: a maximum and step of 1, 2, 2.5 or 5 times a power of ten, about 5 ticks.
+fn nice_axis(max: f64) -> (f64, f64) {
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
+    let rough = max / 5.0;
+    let magnitude = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= rough)
+        .unwrap_or(10.0 * magnitude);
+    ((max / step).ceil() * step, step)
+}
+
+/// A tick label with as many decimals as the step needs.
+fn tick_label(value: f64, step: f64) -> String {
+    if step >= 1.0 {
+        format!("{value:.0}")
+    } else {
+        let decimals = (-step.log10()).ceil().clamp(1.0, 3.0);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let decimals = decimals as usize;
+        format!("{value:.decimals$}")
+    }
+}
+
+fn ticks(max: f64, step: f64, place: impl Fn(f64) -> f64) -> Vec<Tick> {
+    let mut out = Vec::new();
+    // Bounded: a nice axis has about five steps.
+    for i in 0..=20 {
+        let value = step * f64::from(i);
+        if value > max * 1.000_001 {
+            break;
+        }
+        out.push(Tick {
+            pos: place(value),
+            label: tick_label(value, step),
+        });
+    }
+    out
+}
+
+fn legend(report: &Report) -> Vec<Legend> {
+    report
+        .backends
+        .iter()
+        .filter(|b| b.skipped.is_none())
+        .map(|b| Legend {
+            name: b.variant.clone(),
+            colour: colour(b.backend),
+        })
+        .collect()
+}
+
+fn footprint_chart(
+    report: &Report,
+    title: &str,
+    caption: &str,
+    value: impl Fn(&super::report::FootprintPoint) -> usize,
+    rule: Option<f64>,
+) -> LineChart {
+    let plot = Plot::new();
+    let all: Vec<(&BackendReport, Vec<(usize, usize)>)> = report
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let f = b.footprint.measured()?;
+            Some((b, f.points.iter().map(|p| (p.lines, value(p))).collect()))
+        })
+        .collect();
+    let max_lines = all
+        .iter()
+        .flat_map(|(_, ps)| ps.iter().map(|p| p.0))
+        .max()
+        .unwrap_or(1) as f64;
+    let max_bytes = all
+        .iter()
+        .flat_map(|(_, ps)| ps.iter().map(|p| p.1))
+        .max()
+        .unwrap_or(1) as f64;
+    let (x_max, x_step) = nice_axis(max_lines);
+    let (y_max, y_step) = nice_axis(max_bytes.max(rule.unwrap_or(0.0)));
+    let series = all
+        .iter()
+        .map(|(b, points)| {
+            let dots: Vec<Dot> = points
+                .iter()
+                .map(|&(lines, bytes)| Dot {
+                    x: plot.x(lines as f64, x_max),
+                    y: plot.y(bytes as f64, y_max),
+                    title: format!("{}: {bytes} bytes at {lines} lines", b.variant),
+                })
+                .collect();
+            Series {
+                colour: colour(b.backend),
+                points: dots
+                    .iter()
+                    .map(|d| format!("{},{}", d.x, d.y))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                dots,
+            }
+        })
+        .collect();
+    LineChart {
+        title: title.to_owned(),
+        caption: caption.to_owned(),
+        x_ticks: ticks(x_max, x_step, |v| plot.x(v, x_max)),
+        y_ticks: ticks(y_max, y_step, |v| plot.y(v, y_max)),
+        x_label: "cart lines".to_owned(),
+        y_label: "bytes".to_owned(),
+        series,
+        rule: rule.map(|limit| Rule {
+            y: plot.y(limit, y_max),
+            label: format!("browser limit, {limit:.0} B"),
+        }),
+        legend: legend(report),
+        plot,
+    }
+}
+
+fn speed_chart(
+    report: &Report,
+    title: &str,
+    caption: &str,
+    y_label: &str,
+    value: impl Fn(&super::report::ScenarioResult) -> f64,
+    unit: &str,
+) -> BarChart {
+    let plot = Plot::new();
+    let measured: Vec<_> = report
+        .backends
+        .iter()
+        .filter_map(|b| Some((b, b.speed.measured()?)))
+        .collect();
+    let mut scenarios: Vec<(String, String, String)> = Vec::new();
+    for (_, speed) in &measured {
+        for s in &speed.scenarios {
+            if !scenarios.iter().any(|(name, _, _)| *name == s.name) {
+                scenarios.push((s.name.clone(), s.request.clone(), s.kind.clone()));
+            }
+        }
+    }
+    let max = measured
+        .iter()
+        .flat_map(|(_, s)| s.scenarios.iter().map(&value))
+        .fold(0.0, f64::max);
+    let (y_max, y_step) = nice_axis(max);
+    let group_count = scenarios.len().max(1);
+    let group_width = (plot.right - plot.left) / f64::from(u32::try_from(group_count).unwrap_or(1));
+    let per_group = measured.len().max(1);
+    let bar_width = r1(group_width * 0.8 / f64::from(u32::try_from(per_group).unwrap_or(1)));
+    let mut bars = Vec::new();
+    let mut groups = Vec::new();
+    for (g, (name, request, kind)) in scenarios.iter().enumerate() {
+        let g = f64::from(u32::try_from(g).unwrap_or(0));
+        let group_left = plot.left + group_width * g + group_width * 0.1;
+        groups.push(Group {
+            pos: r1(plot.left + group_width * (g + 0.5)),
+            label: request.clone(),
+            kind: kind.clone(),
+        });
+        for (i, (b, speed)) in measured.iter().enumerate() {
+            let Some(s) = speed.scenario(name) else {
+                continue;
+            };
+            let v = value(s);
+            let y = plot.y(v, y_max);
+            let i = f64::from(u32::try_from(i).unwrap_or(0));
+            bars.push(Bar {
+                x: r1(group_left + bar_width * i),
+                y,
+                w: bar_width,
+                h: r1(plot.bottom - y),
+                colour: colour(b.backend),
+                title: format!("{}, {request}: {v:.2} {unit}", b.variant),
+                value: if v >= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                },
+            });
+        }
+    }
+    BarChart {
+        title: title.to_owned(),
+        caption: caption.to_owned(),
+        groups,
+        y_ticks: ticks(y_max, y_step, |v| plot.y(v, y_max)),
+        y_label: y_label.to_owned(),
+        bars,
+        legend: legend(report),
+        plot,
+    }
+}
+
+/// A row of the footprint or speed detail tables.
+pub struct DetailRow {
+    /// Cells, first the backend.
+    pub cells: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "compare_report.html")]
+struct ReportPage<'a> {
+    report: &'a Report,
+    columns: &'static [&'static str],
+    rows: Vec<Vec<Cell>>,
+    footprint_headers: Vec<String>,
+    footprint_rows: Vec<DetailRow>,
+    speed_rows: Vec<DetailRow>,
+    line_charts: Vec<LineChart>,
+    bar_charts: Vec<BarChart>,
+    notes: Vec<String>,
+}
+
+/// Renders the self-contained `report.html`.
+pub fn render(report: &Report) -> anyhow::Result<String> {
+    let sizes = footprint_sizes(report);
+    let mut footprint_headers = vec!["backend".to_owned()];
+    footprint_headers.extend(sizes.iter().map(|n| format!("{n} lines")));
+    footprint_headers.push("refuses".to_owned());
+    let footprint_rows = report
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let f = b.footprint.measured()?;
+            let mut cells = vec![b.variant.clone()];
+            cells.extend(sizes.iter().map(|&n| {
+                f.at(n).map_or("-".to_owned(), |p| {
+                    format!("{} / {}", p.cookie_bytes, p.server_bytes)
+                })
+            }));
+            cells.push(f.probe.refused_at.map_or_else(
+                || format!("none up to {} lines", f.probe.cap),
+                |n| format!("line {n} ({})", f.probe.refusal_status.unwrap_or_default()),
+            ));
+            Some(DetailRow { cells })
+        })
+        .collect();
+    let speed_rows = report
+        .backends
+        .iter()
+        .filter_map(|b| Some((b, b.speed.measured()?)))
+        .flat_map(|(b, speed)| {
+            speed.scenarios.iter().map(move |s| DetailRow {
+                cells: vec![
+                    b.variant.clone(),
+                    s.request.clone(),
+                    s.kind.clone(),
+                    format!("{:.0}", s.rps),
+                    format!("{:.2}", s.p50_ms),
+                    format!("{:.2}", s.p99_ms),
+                    s.requests.to_string(),
+                    s.errors.to_string(),
+                ],
+            })
+        })
+        .collect();
+    let mut notes = Vec::new();
+    for b in &report.backends {
+        if let Some(why) = &b.skipped {
+            notes.push(format!("{} was skipped: {why}", b.variant));
+        }
+    }
+    for (backend, name, why) in report.failures() {
+        notes.push(format!("{backend} {name} failed: {why}"));
+    }
+    let page = ReportPage {
+        report,
+        columns: &COLUMNS,
+        rows: report
+            .backends
+            .iter()
+            .map(|b| b.cells(report.cart_max_lines))
+            .collect(),
+        footprint_headers,
+        footprint_rows,
+        speed_rows,
+        line_charts: vec![
+            footprint_chart(
+                report,
+                "Cookie bytes on the wire",
+                "The cookie backend carries the whole cart in every request; the others send a \
+                 key of constant size. The cookie backend refuses the line that would pass the \
+                 browser limit.",
+                |p| p.cookie_bytes,
+                Some(COOKIE_LIMIT),
+            ),
+            footprint_chart(
+                report,
+                "Bytes stored on the server",
+                "What the server (or its store) keeps per session. The cookie backend keeps \
+                 nothing.",
+                |p| p.server_bytes,
+                None,
+            ),
+        ],
+        bar_charts: vec![
+            speed_chart(
+                report,
+                "Throughput",
+                "Successful requests per second (higher is better).",
+                "requests/s",
+                |s| s.rps,
+                "req/s",
+            ),
+            speed_chart(
+                report,
+                "99th percentile latency",
+                "One request in a hundred took longer than this (lower is better).",
+                "ms",
+                |s| s.p99_ms,
+                "ms",
+            ),
+        ],
+        notes,
+    };
+    Ok(page.render()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nice_axes_round_up_to_round_steps() {
+        assert_eq!(nice_axis(4096.0), (5000.0, 1000.0));
+        assert_eq!(nice_axis(93.0), (100.0, 20.0));
+        assert_eq!(nice_axis(0.0), (1.0, 0.2));
+        assert_eq!(nice_axis(12.0), (12.5, 2.5));
+    }
+
+    #[test]
+    fn tick_labels_keep_the_decimals_the_step_needs() {
+        assert_eq!(tick_label(2000.0, 1000.0), "2000");
+        assert_eq!(tick_label(0.4, 0.2), "0.4");
+        assert_eq!(tick_label(0.05, 0.05), "0.05");
+    }
+}

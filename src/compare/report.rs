@@ -1,0 +1,651 @@
+//! The typed results of a comparison run: what `report.json` holds, and the terminal table.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::SessionBackend;
+
+/// Version of the `report.json` layout; raised when a field changes meaning.
+pub const REPORT_VERSION: u32 = 1;
+
+/// A whole comparison run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Layout version ([`REPORT_VERSION`]).
+    pub version: u32,
+    /// When the run finished (RFC 3339, UTC).
+    pub generated_at: String,
+    /// The machine it ran on.
+    pub machine: Machine,
+    /// How the speed experiment was run.
+    pub load: LoadSettings,
+    /// `cart_max_lines` of the compared config: the footprint reports the cart at this size.
+    pub cart_max_lines: usize,
+    /// Wall-clock seconds the whole run took.
+    pub elapsed_secs: f64,
+    /// One entry per compared backend, in the order asked for.
+    pub backends: Vec<BackendReport>,
+}
+
+/// Where the numbers come from: timings mean little without it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    /// CPU cores the OS reports as available.
+    pub cores: usize,
+    /// `linux`, `macos`, ...
+    pub os: String,
+    /// `x86_64`, `aarch64`, ...
+    pub arch: String,
+    /// `debug` or `release`: the profile of the binary that served (it is this one).
+    pub build: String,
+}
+
+/// The load generator's fixed shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadSettings {
+    /// Concurrent clients, all sharing one logged-in cookie.
+    pub concurrency: usize,
+    /// Seconds each scenario runs.
+    pub duration_secs: u64,
+}
+
+/// The results for one backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendReport {
+    /// `cookie`, `memory`, `database` or `redis`.
+    pub backend: SessionBackend,
+    /// The name the test suite gives this setup: `cookie`, `memory`, `sqlite`, `postgres`
+    /// (both the database backend) or `redis`.
+    pub variant: String,
+    /// Where its state lived in this run, e.g. "SQLite file" or "Redis at redis://...".
+    pub store: String,
+    /// Why the backend was not run (its service does not answer), if it was not.
+    pub skipped: Option<String>,
+    /// 1. SIGTERM, start again: what the same browser still has.
+    pub restart: Outcome<Seen>,
+    /// 2. SIGKILL, start again: what the same browser still has.
+    pub crash: Outcome<Seen>,
+    /// 3. Logged in on one instance, read on another sharing the config.
+    pub instances: Outcome<Seen>,
+    /// 4. A cookie saved before logout, sent again after it.
+    pub logout_replay: Outcome<Replay>,
+    /// 5. Soft state: idle past `idle_timeout_secs`.
+    pub expiry: Outcome<Expiry>,
+    /// 6. Bytes on the wire and on the server as the cart grows.
+    pub footprint: Outcome<Footprint>,
+    /// 7. Requests per second and latency.
+    pub speed: Outcome<Speed>,
+}
+
+/// How one experiment went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome<T> {
+    /// It ran; these are the observations.
+    Measured(T),
+    /// It could not run to the end (a spawn failed, an unexpected status...): why.
+    Failed(String),
+    /// It was not run: why (the backend's service does not answer).
+    Skipped(String),
+}
+
+impl<T> Outcome<T> {
+    /// The observations, when the experiment ran.
+    pub fn measured(&self) -> Option<&T> {
+        match self {
+            Self::Measured(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether the experiment failed to run (as opposed to ran or was skipped).
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Self::Failed(_))
+    }
+
+    /// `Measured` or `Failed` from a result, keeping the error chain in one line.
+    pub fn from_result(result: anyhow::Result<T>) -> Self {
+        match result {
+            Ok(t) => Self::Measured(t),
+            Err(err) => Self::Failed(format!("{err:#}")),
+        }
+    }
+}
+
+/// What a browser's session looks like after something happened to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Whether the same user is still logged in.
+    pub logged_in: bool,
+    /// Cart lines seen now.
+    pub cart_lines: usize,
+    /// Cart lines before.
+    pub cart_lines_before: usize,
+    /// The same products and quantities as before.
+    pub cart_intact: bool,
+}
+
+impl Seen {
+    /// Login and the whole cart are still there.
+    pub fn kept(&self) -> bool {
+        self.logged_in && self.cart_intact
+    }
+}
+
+/// What a cookie saved before logout is worth after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// The browser that logged out is logged out (a sanity check of the run itself).
+    pub logged_out: bool,
+    /// The saved cookie, sent again, still logs in: the server could not revoke it.
+    pub accepted: bool,
+}
+
+/// Soft state: a session left idle past its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Expiry {
+    /// The instance's `idle_timeout_secs`.
+    pub idle_timeout_secs: u64,
+    /// Seconds actually left idle.
+    pub idle_secs: f64,
+    /// Logged in right before going idle.
+    pub logged_in_before: bool,
+    /// The session was gone afterwards.
+    pub ended: bool,
+}
+
+/// Bytes a session costs as the cart grows, and where the cookie stops growing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Footprint {
+    /// Units per cart line (one: the size depends on lines, barely on quantities).
+    pub quantity_per_line: u32,
+    /// Measurements, by ascending line count.
+    pub points: Vec<FootprintPoint>,
+    /// The probe that adds lines until the server refuses one (or the cap is reached).
+    pub probe: Probe,
+}
+
+impl Footprint {
+    /// The measurement at exactly `lines` cart lines.
+    pub fn at(&self, lines: usize) -> Option<&FootprintPoint> {
+        self.points.iter().find(|p| p.lines == lines)
+    }
+}
+
+/// One footprint measurement, as `/session.json` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FootprintPoint {
+    /// Cart lines.
+    pub lines: usize,
+    /// Bytes of the session cookie the browser sends (`name=value`).
+    pub cookie_bytes: usize,
+    /// Bytes the server keeps for the session (0 when it keeps nothing).
+    pub server_bytes: usize,
+}
+
+/// Adding one more line at a time, with `cart_max_lines` raised out of the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Most lines tried.
+    pub cap: usize,
+    /// Lines the cart held at the end.
+    pub accepted_lines: usize,
+    /// The line count whose addition was refused, if one was.
+    pub refused_at: Option<usize>,
+    /// The status of that refusal (422 when the cookie would pass 4096 bytes).
+    pub refusal_status: Option<u16>,
+}
+
+/// The speed experiment: one entry per scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Speed {
+    /// `GET /`, `GET /cart`, `POST /cart/add|update`.
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+/// Throughput and latency of one scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    /// Short name: `home`, `cart_read`, `cart_write`.
+    pub name: String,
+    /// What it requests, e.g. `GET /`.
+    pub request: String,
+    /// `stateless`, `session read` or `session write`.
+    pub kind: String,
+    /// Requests answered with the expected status inside the measured window.
+    pub requests: u64,
+    /// Requests that failed or got another status.
+    pub errors: u64,
+    /// Seconds measured.
+    pub secs: f64,
+    /// Successful requests per second.
+    pub rps: f64,
+    /// Median latency, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency, milliseconds.
+    pub p99_ms: f64,
+    /// Slowest request, milliseconds.
+    pub max_ms: f64,
+}
+
+impl Speed {
+    /// The scenario called `name`.
+    pub fn scenario(&self, name: &str) -> Option<&ScenarioResult> {
+        self.scenarios.iter().find(|s| s.name == name)
+    }
+}
+
+/// What the design table promises for one behaviour of one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// Login and cart survive SIGTERM + start.
+    pub restart: bool,
+    /// Login and cart survive SIGKILL + start.
+    pub crash: bool,
+    /// A login on one instance holds on another.
+    pub instances: bool,
+    /// A pre-logout cookie still logs in.
+    pub replay_accepted: bool,
+}
+
+impl Expected {
+    /// The DESIGN.md row of `backend`.
+    pub fn of(backend: SessionBackend) -> Self {
+        let server_keeps = backend != SessionBackend::Memory;
+        Self {
+            restart: server_keeps,
+            crash: server_keeps,
+            instances: server_keeps,
+            replay_accepted: backend == SessionBackend::Cookie,
+        }
+    }
+}
+
+/// One table cell: its text and whether it contradicts the design table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    /// What the cell says.
+    pub text: String,
+    /// `ok`, `bad` (differs from the design, or failed), `skip` or `info`.
+    pub class: &'static str,
+}
+
+impl Cell {
+    fn new(text: impl Into<String>, class: &'static str) -> Self {
+        Self {
+            text: text.into(),
+            class,
+        }
+    }
+
+    fn of<T>(outcome: &Outcome<T>, measured: impl FnOnce(&T) -> Cell) -> Self {
+        match outcome {
+            Outcome::Measured(t) => measured(t),
+            Outcome::Failed(_) => Self::new("failed", "bad"),
+            Outcome::Skipped(_) => Self::new("skipped", "skip"),
+        }
+    }
+
+    fn judged(text: impl Into<String>, as_designed: bool) -> Self {
+        if as_designed {
+            Self::new(text, "ok")
+        } else {
+            Self::new(format!("{}!", text.into()), "bad")
+        }
+    }
+}
+
+/// Headers of the summary table: the backend, then one column per experiment.
+pub const COLUMNS: [&str; 8] = [
+    "backend",
+    "restart",
+    "crash",
+    "2 instances",
+    "logout replay",
+    "idle expiry",
+    "footprint",
+    "speed (req/s)",
+];
+
+fn seen_cell(seen: &Seen, expected: bool, shared: bool) -> Cell {
+    let text = match (seen.kept(), seen.logged_in, shared) {
+        (true, _, false) => "kept".to_owned(),
+        (true, _, true) => "shared".to_owned(),
+        (false, false, false) => "lost".to_owned(),
+        (false, false, true) => "not shared".to_owned(),
+        (false, true, _) => format!(
+            "login only, {}/{} lines",
+            seen.cart_lines, seen.cart_lines_before
+        ),
+    };
+    Cell::judged(text, seen.kept() == expected)
+}
+
+/// Short byte counts: `930 B`, `3.9 kB`.
+pub fn bytes(n: usize) -> String {
+    if n < 1000 {
+        format!("{n} B")
+    } else {
+        let kb = n as f64 / 1000.0;
+        format!("{kb:.1} kB")
+    }
+}
+
+/// Short rates: `830`, `4.2k`.
+pub fn rate(rps: f64) -> String {
+    if rps < 1000.0 {
+        format!("{rps:.0}")
+    } else {
+        format!("{:.1}k", rps / 1000.0)
+    }
+}
+
+impl BackendReport {
+    /// A backend that was not run, with the reason in every cell.
+    pub fn skipped(backend: SessionBackend, variant: &str, store: String, reason: String) -> Self {
+        Self {
+            backend,
+            variant: variant.to_owned(),
+            store,
+            restart: Outcome::Skipped(reason.clone()),
+            crash: Outcome::Skipped(reason.clone()),
+            instances: Outcome::Skipped(reason.clone()),
+            logout_replay: Outcome::Skipped(reason.clone()),
+            expiry: Outcome::Skipped(reason.clone()),
+            footprint: Outcome::Skipped(reason.clone()),
+            speed: Outcome::Skipped(reason.clone()),
+            skipped: Some(reason),
+        }
+    }
+
+    /// Experiments that failed to run, as `(experiment, why)`.
+    pub fn failures(&self) -> Vec<(&'static str, &str)> {
+        fn why<T>(o: &Outcome<T>) -> Option<&str> {
+            match o {
+                Outcome::Failed(why) => Some(why),
+                _ => None,
+            }
+        }
+        [
+            ("restart", why(&self.restart)),
+            ("crash", why(&self.crash)),
+            ("2 instances", why(&self.instances)),
+            ("logout replay", why(&self.logout_replay)),
+            ("idle expiry", why(&self.expiry)),
+            ("footprint", why(&self.footprint)),
+            ("speed", why(&self.speed)),
+        ]
+        .into_iter()
+        .filter_map(|(name, why)| Some((name, why?)))
+        .collect()
+    }
+
+    /// The summary row, one cell per entry of [`COLUMNS`].
+    pub fn cells(&self, cart_max_lines: usize) -> Vec<Cell> {
+        let expected = Expected::of(self.backend);
+        let footprint = Cell::of(&self.footprint, |f| {
+            let at_max = f.at(cart_max_lines).or(f.points.last());
+            let mut text = at_max.map_or_else(String::new, |p| {
+                format!(
+                    "{} lines: cookie {}, server {}",
+                    p.lines,
+                    bytes(p.cookie_bytes),
+                    bytes(p.server_bytes)
+                )
+            });
+            match f.probe.refused_at {
+                Some(n) => {
+                    let _ = write!(text, "; refuses line {n}");
+                }
+                None => {
+                    let _ = write!(text, "; took all {}", f.probe.cap);
+                }
+            }
+            Cell::new(text, "info")
+        });
+        let speed = Cell::of(&self.speed, |s| {
+            let part = |name: &str| s.scenario(name).map_or("-".to_owned(), |r| rate(r.rps));
+            Cell::new(
+                format!(
+                    "{} / {} / {}",
+                    part("home"),
+                    part("cart_read"),
+                    part("cart_write")
+                ),
+                "info",
+            )
+        });
+        vec![
+            Cell::new(self.variant.clone(), "info"),
+            Cell::of(&self.restart, |s| seen_cell(s, expected.restart, false)),
+            Cell::of(&self.crash, |s| seen_cell(s, expected.crash, false)),
+            Cell::of(&self.instances, |s| seen_cell(s, expected.instances, true)),
+            Cell::of(&self.logout_replay, |r| {
+                let text = if r.accepted { "accepted" } else { "rejected" };
+                Cell::judged(text, r.accepted == expected.replay_accepted && r.logged_out)
+            }),
+            Cell::of(&self.expiry, |e| {
+                let text = if e.ended {
+                    format!("ended after {:.0} s", e.idle_secs)
+                } else {
+                    format!("alive after {:.0} s", e.idle_secs)
+                };
+                Cell::judged(text, e.ended && e.logged_in_before)
+            }),
+            footprint,
+            speed,
+        ]
+    }
+}
+
+impl Report {
+    /// Every failed experiment as `(variant, experiment, why)`.
+    pub fn failures(&self) -> Vec<(&str, &'static str, &str)> {
+        self.backends
+            .iter()
+            .flat_map(|b| {
+                b.failures()
+                    .into_iter()
+                    .map(move |(name, why)| (b.variant.as_str(), name, why))
+            })
+            .collect()
+    }
+
+    /// The summary table and the details, as plain text for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let rows: Vec<Vec<String>> = self
+            .backends
+            .iter()
+            .map(|b| {
+                b.cells(self.cart_max_lines)
+                    .into_iter()
+                    .map(|c| c.text)
+                    .collect()
+            })
+            .collect();
+        out.push_str(&text_table(&COLUMNS, &rows));
+        let _ = writeln!(
+            out,
+            "\n\"!\" marks a result that differs from the design table (DESIGN.md). Footprint: \
+             at cart_max_lines = {}, one unit per line. Speed: GET / / GET /cart / POST \
+             /cart/add|update.",
+            self.cart_max_lines
+        );
+
+        let mut speed_rows = Vec::new();
+        for b in &self.backends {
+            if let Some(speed) = b.speed.measured() {
+                for s in &speed.scenarios {
+                    speed_rows.push(vec![
+                        b.variant.clone(),
+                        s.request.clone(),
+                        s.kind.clone(),
+                        format!("{:.0}", s.rps),
+                        format!("{:.2}", s.p50_ms),
+                        format!("{:.2}", s.p99_ms),
+                        s.errors.to_string(),
+                    ]);
+                }
+            }
+        }
+        if !speed_rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nSpeed: {} concurrent clients sharing one login, {} s per scenario, {} build, \
+                 {} cores shared by client and server",
+                self.load.concurrency,
+                self.load.duration_secs,
+                self.machine.build,
+                self.machine.cores
+            );
+            out.push_str(&text_table(
+                &[
+                    "backend", "request", "kind", "req/s", "p50 ms", "p99 ms", "errors",
+                ],
+                &speed_rows,
+            ));
+        }
+
+        let sizes = footprint_sizes(self);
+        let mut size_rows = Vec::new();
+        for b in &self.backends {
+            if let Some(f) = b.footprint.measured() {
+                let mut row = vec![b.variant.clone()];
+                for &n in &sizes {
+                    row.push(f.at(n).map_or("-".to_owned(), |p| {
+                        format!("{} / {}", p.cookie_bytes, p.server_bytes)
+                    }));
+                }
+                row.push(f.probe.refused_at.map_or_else(
+                    || format!("none up to {}", f.probe.cap),
+                    |n| format!("line {n} ({})", f.probe.refusal_status.unwrap_or_default()),
+                ));
+                size_rows.push(row);
+            }
+        }
+        if !size_rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nFootprint: cookie bytes / server bytes by cart lines"
+            );
+            let mut headers: Vec<String> = vec!["backend".to_owned()];
+            headers.extend(sizes.iter().map(|n| format!("{n} lines")));
+            headers.push("refuses".to_owned());
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            out.push_str(&text_table(&headers, &size_rows));
+        }
+
+        let skipped: Vec<_> = self
+            .backends
+            .iter()
+            .filter_map(|b| b.skipped.as_ref().map(|why| (&b.variant, why)))
+            .collect();
+        for (variant, why) in skipped {
+            let _ = writeln!(out, "\nskipped {variant}: {why}");
+        }
+        for (backend, name, why) in self.failures() {
+            let _ = writeln!(out, "\nfailed {backend} {name}: {why}");
+        }
+        out
+    }
+}
+
+/// The cart sizes of the footprint table: the fixed steps and `cart_max_lines`.
+pub fn footprint_sizes(report: &Report) -> Vec<usize> {
+    let mut sizes = super::FOOTPRINT_STEPS.to_vec();
+    sizes.push(report.cart_max_lines);
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+/// Left-aligned columns separated by two spaces, with a rule under the header.
+fn text_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut s = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(cell);
+            if i + 1 < widths.len() {
+                s.push_str(&" ".repeat(width.saturating_sub(cell.chars().count())));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    out.push_str(&line(
+        widths
+            .iter()
+            .map(|&w| "-".repeat(w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    ));
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seen_session_is_kept_only_with_its_whole_cart() {
+        let seen = Seen {
+            logged_in: true,
+            cart_lines: 2,
+            cart_lines_before: 3,
+            cart_intact: false,
+        };
+        assert!(!seen.kept());
+        assert!(
+            Seen {
+                cart_lines: 3,
+                cart_intact: true,
+                ..seen
+            }
+            .kept()
+        );
+    }
+
+    #[test]
+    fn a_result_against_the_design_is_marked() {
+        let lost = Seen {
+            logged_in: false,
+            cart_lines: 0,
+            cart_lines_before: 3,
+            cart_intact: false,
+        };
+        assert_eq!(seen_cell(&lost, false, false), Cell::new("lost", "ok"));
+        assert_eq!(seen_cell(&lost, true, false), Cell::new("lost!", "bad"));
+    }
+
+    #[test]
+    fn text_tables_align_columns() {
+        let table = text_table(&["a", "bb"], &[vec!["long".to_owned(), "x".to_owned()]]);
+        assert_eq!(table, "a     bb\n----  --\nlong  x\n");
+    }
+
+    #[test]
+    fn sizes_and_rates_read_short() {
+        assert_eq!(bytes(930), "930 B");
+        assert_eq!(bytes(3_912), "3.9 kB");
+        assert_eq!(rate(830.4), "830");
+        assert_eq!(rate(4_210.0), "4.2k");
+    }
+}

@@ -1,0 +1,235 @@
+//! The scripted user: a cookie-keeping HTTP client that registers, fills a cart and reads
+//! `/session.json`, the way a browser would (it never follows redirects, so every step is seen).
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context as _, bail, ensure};
+use reqwest::{
+    StatusCode,
+    cookie::{CookieStore as _, Jar},
+    header::{self, HeaderMap, HeaderValue},
+};
+use serde::Deserialize;
+
+use super::instance::Instance;
+use crate::session::COOKIE_NAME;
+
+/// The password every scripted account uses.
+const PASSWORD: &str = "compare: correct horse battery";
+/// A request that takes longer is a failure, so no step can hang a run.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What `/session.json` says (the fields the experiments read).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionView {
+    /// The logged-in user, if any.
+    pub user: Option<String>,
+    /// Bytes of the session cookie the request carried.
+    pub cookie_bytes: usize,
+    /// Bytes the server keeps for the session.
+    pub server_bytes: usize,
+    /// The cart lines.
+    pub cart: Vec<CartLine>,
+}
+
+/// One cart line of `/session.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CartLine {
+    /// Product id.
+    pub product_id: i64,
+    /// Units.
+    pub quantity: u32,
+}
+
+/// One product of `/products.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProductView {
+    /// Product id.
+    pub id: i64,
+    /// Units left.
+    pub stock: i64,
+}
+
+/// A browser: one cookie jar, shared by every instance on 127.0.0.1 (cookies ignore ports,
+/// which is exactly what makes two instances behind one name look like one site).
+pub struct Browser {
+    client: reqwest::Client,
+    jar: Option<Arc<Jar>>,
+}
+
+impl Browser {
+    /// A fresh browser with an empty cookie jar.
+    pub fn new() -> anyhow::Result<Self> {
+        let jar = Arc::new(Jar::default());
+        let client = base_client()
+            .cookie_provider(Arc::clone(&jar))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            client,
+            jar: Some(jar),
+        })
+    }
+
+    /// A browser that sends exactly this session cookie value on every request and keeps no
+    /// jar: a replayed cookie, or the shared login of the load generator.
+    pub fn with_cookie(value: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: client_with_cookie(value, 1)?,
+            jar: None,
+        })
+    }
+
+    /// The session cookie value this browser holds for `instance`.
+    pub fn cookie(&self, instance: &Instance) -> anyhow::Result<String> {
+        let jar = self
+            .jar
+            .as_ref()
+            .context("this browser replays a fixed cookie")?;
+        let url = instance.base.parse().context("parsing the instance URL")?;
+        let header = jar.cookies(&url).context("no cookie for the instance")?;
+        header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.split("; ")
+                    .find_map(|c| c.strip_prefix(COOKIE_NAME)?.strip_prefix('='))
+            })
+            .map(str::to_owned)
+            .context("no session cookie in the jar")
+    }
+
+    async fn post(
+        &self,
+        instance: &Instance,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> anyhow::Result<StatusCode> {
+        let res = self
+            .client
+            .post(instance.url(path))
+            .form(form)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = res.status();
+        // Read the body so the connection goes back to the pool.
+        let _ = res.bytes().await;
+        Ok(status)
+    }
+
+    /// Registers `username` (and is then logged in).
+    pub async fn register(&self, instance: &Instance, username: &str) -> anyhow::Result<()> {
+        let status = self
+            .post(
+                instance,
+                "/register",
+                &[("username", username), ("password", PASSWORD)],
+            )
+            .await?;
+        ensure!(
+            status == StatusCode::SEE_OTHER,
+            "POST /register answered {status}, expected 303"
+        );
+        Ok(())
+    }
+
+    /// Logs out.
+    pub async fn logout(&self, instance: &Instance) -> anyhow::Result<()> {
+        let status = self.post(instance, "/logout", &[]).await?;
+        ensure!(
+            status == StatusCode::SEE_OTHER,
+            "POST /logout answered {status}, expected 303"
+        );
+        Ok(())
+    }
+
+    /// Adds `quantity` of a product; returns the status (303 when added).
+    pub async fn add(
+        &self,
+        instance: &Instance,
+        product_id: i64,
+        quantity: u32,
+    ) -> anyhow::Result<StatusCode> {
+        let id = product_id.to_string();
+        let quantity = quantity.to_string();
+        self.post(
+            instance,
+            "/cart/add",
+            &[("product_id", &id), ("quantity", &quantity)],
+        )
+        .await
+    }
+
+    /// Adds one unit of each of the first `lines` seed products (ids 1, 2, ...).
+    pub async fn fill_cart(&self, instance: &Instance, lines: i64) -> anyhow::Result<()> {
+        for id in 1..=lines {
+            let status = self.add(instance, id, 1).await?;
+            ensure!(
+                status == StatusCode::SEE_OTHER,
+                "POST /cart/add (product {id}) answered {status}, expected 303"
+            );
+        }
+        Ok(())
+    }
+
+    /// `GET /session.json`.
+    pub async fn session(&self, instance: &Instance) -> anyhow::Result<SessionView> {
+        self.get_json(instance, "/session.json").await
+    }
+
+    /// `GET /products.json`.
+    pub async fn products(&self, instance: &Instance) -> anyhow::Result<Vec<ProductView>> {
+        self.get_json(instance, "/products.json").await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        instance: &Instance,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        let res = self
+            .client
+            .get(instance.url(path))
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        if res.status() != StatusCode::OK {
+            bail!("GET {path} answered {}, expected 200", res.status());
+        }
+        res.json()
+            .await
+            .with_context(|| format!("reading GET {path} as JSON"))
+    }
+}
+
+fn base_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+}
+
+/// A client that sends `statecart=<value>` on every request, keeping up to `connections`
+/// idle connections for reuse.
+pub fn client_with_cookie(value: &str, connections: usize) -> anyhow::Result<reqwest::Client> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::COOKIE,
+        HeaderValue::from_str(&format!("{COOKIE_NAME}={value}"))
+            .context("the session cookie is not a valid header value")?,
+    );
+    base_client()
+        .default_headers(headers)
+        .pool_max_idle_per_host(connections)
+        .build()
+        .context("building the HTTP client")
+}
+
+/// A client without cookies, for the stateless pages.
+pub fn anonymous_client(connections: usize) -> anyhow::Result<reqwest::Client> {
+    base_client()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .context("building the HTTP client")
+}
