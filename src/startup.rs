@@ -196,6 +196,7 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
     // Stateless: public, cacheable, never a cookie.
     cfg.service(web::resource("/").route(get_or_head().to(pages::home)))
         .service(web::resource("/about").route(get_or_head().to(pages::about)))
+        .service(web::resource("/compare").route(get_or_head().to(crate::web::compare::page)))
         .service(web::resource("/products").route(get_or_head().to(pages::products)))
         .service(web::resource("/products.json").route(get_or_head().to(pages::products_json)))
         .service(web::resource("/products/{id}").route(get_or_head().to(pages::product)))
