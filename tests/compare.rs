@@ -1,0 +1,228 @@
+//! `statecart compare`: the real binary runs a short comparison (cookie, memory and SQLite
+//! database backends, one second per speed scenario) and its typed report must say what the
+//! design table says. `/compare` serves the latest report, statelessly.
+
+mod common;
+
+use std::{path::PathBuf, process::Command, sync::OnceLock};
+
+use common::{Variant, assert_no_set_cookie, spawn_app};
+use reqwest::StatusCode;
+use statecart::{
+    compare::report::{BackendReport, Report},
+    config::SessionBackend,
+};
+
+/// The backends of the shared run: those that need no outside service.
+const BACKENDS: [SessionBackend; 3] = [
+    SessionBackend::Cookie,
+    SessionBackend::Memory,
+    SessionBackend::Database,
+];
+
+/// One comparison run, shared by every test here (it takes about half a minute).
+struct Run {
+    report: Report,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn run() -> &'static Run {
+    // A failed run is kept as its message, so every test reports it without running it again.
+    static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
+    match RUN.get_or_init(compare) {
+        Ok(run) => run,
+        Err(why) => panic!("{why}"),
+    }
+}
+
+fn compare() -> Result<Run, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let out = dir.path().join("out");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_statecart"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("STATECART_") {
+            cmd.env_remove(key);
+        }
+    }
+    let output = cmd
+        .arg("compare")
+        .args(["--backends", "cookie,memory,database", "--duration", "1"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .map_err(|e| format!("running statecart compare: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "compare failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let json = std::fs::read(out.join("report.json")).map_err(|e| format!("report.json: {e}"))?;
+    let report: Report =
+        serde_json::from_slice(&json).map_err(|e| format!("report.json does not parse: {e}"))?;
+    Ok(Run {
+        report,
+        out,
+        _dir: dir,
+    })
+}
+
+fn backend(backend: SessionBackend) -> &'static BackendReport {
+    run()
+        .report
+        .backends
+        .iter()
+        .find(|b| b.backend == backend)
+        .unwrap_or_else(|| panic!("{backend} is in the report"))
+}
+
+#[test]
+fn the_report_covers_the_backends_asked_for_in_order_with_nothing_skipped_or_failed() {
+    let report = &run().report;
+    let backends: Vec<_> = report.backends.iter().map(|b| b.backend).collect();
+    assert_eq!(backends, BACKENDS);
+    assert!(report.backends.iter().all(|b| b.skipped.is_none()));
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+}
+
+#[test]
+fn memory_loses_the_session_on_restart_and_crash_while_cookie_and_database_keep_it() {
+    for b in BACKENDS {
+        let report = backend(b);
+        let restart = report.restart.measured().expect("restart ran");
+        let crash = report.crash.measured().expect("crash ran");
+        let keeps = b != SessionBackend::Memory;
+        assert_eq!(restart.kept(), keeps, "{b} after SIGTERM: {restart:?}");
+        assert_eq!(crash.kept(), keeps, "{b} after SIGKILL: {crash:?}");
+        if !keeps {
+            assert!(!restart.logged_in && !crash.logged_in, "{b}");
+        }
+    }
+}
+
+#[test]
+fn a_login_holds_on_a_second_instance_except_in_memory() {
+    for b in BACKENDS {
+        let seen = backend(b).instances.measured().expect("instances ran");
+        assert_eq!(seen.kept(), b != SessionBackend::Memory, "{b}: {seen:?}");
+    }
+}
+
+#[test]
+fn a_cookie_saved_before_logout_replays_only_on_the_cookie_backend() {
+    for b in BACKENDS {
+        let replay = backend(b).logout_replay.measured().expect("replay ran");
+        assert!(replay.logged_out, "{b}: the browser that logged out is out");
+        assert_eq!(replay.accepted, b == SessionBackend::Cookie, "{b}");
+    }
+}
+
+#[test]
+fn every_backend_ends_a_session_left_idle_past_its_timeout() {
+    for b in BACKENDS {
+        let expiry = backend(b).expiry.measured().expect("expiry ran");
+        assert!(expiry.logged_in_before, "{b}");
+        assert!(expiry.ended, "{b}: {expiry:?}");
+        assert!(
+            expiry.idle_secs > 2.0,
+            "{b}: idle past the 2-second timeout"
+        );
+    }
+}
+
+#[test]
+fn cookie_bytes_grow_with_the_cart_and_the_cookie_backend_keeps_nothing_on_the_server() {
+    let cookie = backend(SessionBackend::Cookie)
+        .footprint
+        .measured()
+        .expect("footprint ran");
+    let sizes: Vec<usize> = [1, 5, 10, 20, 50]
+        .into_iter()
+        .map(|n| cookie.at(n).map(|p| p.cookie_bytes).expect("measured"))
+        .collect();
+    assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+    assert!(cookie.points.iter().all(|p| p.server_bytes == 0));
+    // The probe finds where the 4096-byte browser limit stops the cart, and says so with 422.
+    assert_eq!(cookie.probe.refusal_status, Some(422));
+    let last = cookie.points.last().expect("points");
+    assert!(last.cookie_bytes <= 4096, "{last:?}");
+}
+
+#[test]
+fn server_side_backends_send_a_small_cookie_and_keep_the_cart_themselves() {
+    for b in [SessionBackend::Memory, SessionBackend::Database] {
+        let f = backend(b).footprint.measured().expect("footprint ran");
+        let one = f.at(1).expect("1 line");
+        let fifty = f.at(50).expect("50 lines");
+        assert!(fifty.server_bytes > one.server_bytes, "{b}: {f:?}");
+        assert!(
+            fifty.cookie_bytes < 200,
+            "{b}: the cookie is a key: {fifty:?}"
+        );
+        assert_eq!(f.probe.refused_at, None, "{b}: no cookie limit");
+    }
+}
+
+#[test]
+fn speed_is_measured_for_the_stateless_the_read_and_the_write_scenario() {
+    for b in BACKENDS {
+        let speed = backend(b).speed.measured().expect("speed ran");
+        let names: Vec<_> = speed.scenarios.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["home", "cart_read", "cart_write"], "{b}");
+        for s in &speed.scenarios {
+            assert!(s.requests > 0, "{b} {}", s.name);
+            assert_eq!(s.errors, 0, "{b} {}", s.name);
+            assert!(s.p50_ms <= s.p99_ms, "{b} {}", s.name);
+        }
+    }
+}
+
+#[test]
+fn the_html_report_is_self_contained_with_the_table_and_charts() {
+    let html = std::fs::read_to_string(run().out.join("report.html")).expect("report.html");
+    assert!(html.contains("<svg"), "charts are inline SVG");
+    assert!(html.contains(r#"data-test="summary""#));
+    for variant in ["cookie", "memory", "sqlite"] {
+        assert!(
+            html.contains(&format!(r#"<th scope="row">{variant}</th>"#)),
+            "{variant} row"
+        );
+    }
+    // Nothing to fetch: no scripts, stylesheets or images from anywhere.
+    for outside in ["<script", "<link", "src=\"http", "href=\"http", "@import"] {
+        assert!(!html.contains(outside), "{outside}");
+    }
+}
+
+#[tokio::test]
+async fn compare_explains_how_to_make_a_report_until_there_is_one_then_serves_it() {
+    let app = spawn_app(Variant::Cookie).await;
+    let res = app.get("/compare").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_no_set_cookie(&res, "/compare");
+    let body = res.text().await.expect("body");
+    assert!(body.contains("cargo run -- compare"), "{body}");
+
+    let dir = app.settings.data_dir.join("compare");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("report.html"), "<!doctype html><p>the report</p>").expect("write");
+    let res = app.get("/compare").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_no_set_cookie(&res, "/compare");
+    assert_eq!(
+        res.text().await.expect("body"),
+        "<!doctype html><p>the report</p>"
+    );
+}
+
+#[tokio::test]
+async fn the_about_page_links_to_the_comparison() {
+    let app = spawn_app(Variant::Cookie).await;
+    let body = app.get("/about").await.text().await.expect("body");
+    assert!(body.contains(r#"href="/compare""#));
+}
