@@ -86,6 +86,20 @@ async fn stateful_pages_without_login_redirect_to_login_with_next(variant: Varia
     let res = app.get("/account").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/login?next=%2Faccount");
+    let page = app
+        .get("/login?next=%2Faccount")
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        page.contains("Please log in (or create an account) to continue"),
+        "the page says why"
+    );
+    assert!(
+        page.contains(r#"name="next" value="/account""#),
+        "and keeps where to go"
+    );
 }
 
 async fn a_taken_username_gets_a_friendly_422_whatever_its_case(variant: Variant) {

@@ -81,10 +81,22 @@ pub async fn login_form(
         return Ok(see_other(&next));
     }
     let flash = session.take_flash().or_else(|| {
-        query.loggedout.as_ref().map(|_| Flash {
-            error: false,
-            text: "You have logged out.".to_owned(),
-        })
+        if query.loggedout.is_some() {
+            Some(Flash {
+                error: false,
+                text: "You have logged out.".to_owned(),
+            })
+        } else if next != "/" {
+            // Sent here by a page that needs a login: say why.
+            Some(Flash {
+                error: false,
+                text: "Please log in (or create an account) to continue; your cart lives in \
+                       your session."
+                    .to_owned(),
+            })
+        } else {
+            None
+        }
     });
     super::private_page(&LoginPage {
         site: &site,
