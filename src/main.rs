@@ -1,4 +1,4 @@
-//! The `statecart` command: `serve` (default), `migrate` and `admin`.
+//! The `statecart` command: `serve` (default), `migrate`, `admin` and `compare`.
 
 use std::{path::PathBuf, process::ExitCode};
 

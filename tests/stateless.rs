@@ -5,7 +5,7 @@ mod common;
 use common::{Variant, assert_no_set_cookie, escaped, spawn_app};
 use reqwest::StatusCode;
 
-const STATELESS_ROUTES: [&str; 7] = [
+const STATELESS_ROUTES: [&str; 9] = [
     "/",
     "/about",
     "/products",
@@ -13,6 +13,8 @@ const STATELESS_ROUTES: [&str; 7] = [
     "/products.json",
     "/static/app.css",
     "/healthz",
+    "/metrics",
+    "/compare",
 ];
 
 async fn stateless_routes_never_set_a_cookie_even_when_one_is_sent(variant: Variant) {
