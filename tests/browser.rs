@@ -25,7 +25,11 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use common::{PASSWORD, TestApp, Variant, services::in_ci};
 use futures_util::FutureExt as _;
-use statecart::{config::SessionBackend, session};
+use statecart::{
+    config::SessionBackend,
+    domain::catalog::{self, Money, ProductId},
+    session,
+};
 use tempfile::TempDir;
 use thirtyfour::{extensions::query::ElementPollerWithTimeout, prelude::*};
 
@@ -57,6 +61,9 @@ const CHROMIUM_ARGS: &[&str] = &[
 const WAIT: Duration = Duration::from_secs(10);
 /// How often a wait looks again.
 const POLL: Duration = Duration::from_millis(50);
+/// Journey 7's app: how long a live-update lease lasts, and the poll interval after it.
+const LEASE_SECS: u64 = 4;
+const POLL_SECS: u64 = 2;
 
 #[tokio::test]
 async fn shopping_journeys_work_in_a_real_browser_on_every_backend() {
@@ -91,6 +98,7 @@ async fn run_journeys(chromedriver: &Chromedriver, variant: Variant, artifacts: 
         let app = a_restart_keeps_or_ends_the_session(&b, app, &shopper, &products).await;
         change_remove_and_check_out(&b, &app).await;
         after_logout_back_does_not_show_the_cart(&b, &app, &products).await;
+        live_cart_updates_for_a_lease_then_polling(&b, variant).await;
     };
     let outcome = AssertUnwindSafe(journeys).catch_unwind().await;
     b.quit().await;
@@ -587,6 +595,237 @@ async fn after_logout_back_does_not_show_the_cart(b: &Browser, app: &TestApp, pr
     .await;
 }
 
+/// Journey 7: live cart updates are a lease. On its own app with a short lease
+/// (`LEASE_SECS`), a stock change made outside the browser reaches the open cart page without a
+/// reload; when the lease ends the page says so and polls every `POLL_SECS` (and holds no
+/// lease on the server), a price change still arrives by polling, and "Resume live updates"
+/// asks for a new lease.
+async fn live_cart_updates_for_a_lease_then_polling(b: &Browser, variant: Variant) {
+    let app = common::spawn_app_with(variant, |s| {
+        s.live_lease_secs = LEASE_SECS;
+        s.poll_interval_secs = POLL_SECS;
+    })
+    .await;
+    let username = format!("live_{}", name(variant));
+
+    let (id, price) = b
+        .step("j7-cart-with-two-units", async {
+            let products: Vec<serde_json::Value> = app.get("/products.json").await.json().await?;
+            let id = products
+                .iter()
+                .find(|p| p["stock"].as_i64().is_some_and(|stock| stock >= 2))
+                .and_then(|p| p["id"].as_i64())
+                .context("no product has 2 in stock")?;
+            b.register(&app, &username).await?;
+            b.add_from_product_page(&app, id, 2).await?;
+            let lines = b.cart_lines_shown().await?;
+            ensure!(lines == [(id, 2)], "the cart shows {lines:?}");
+            let user = b.text("nav-user").await?;
+            ensure!(user == username, "the header names {user:?}");
+            let price = cents(&b.find_text(&line(id, "line-unit-price")).await?)?;
+            // Every later step checks this mark: the page they look at was never reloaded.
+            b.driver
+                .execute("window.statecartSamePage = true;", Vec::new())
+                .await?;
+            anyhow::Ok((id, price))
+        })
+        .await;
+
+    b.step("j7-live", async {
+        let text = b.wait_live_state("live", WAIT).await?;
+        let until = text
+            .strip_prefix("Live updates until ")
+            .and_then(clock_secs)
+            .with_context(|| format!("the status reads {text:?}"))?;
+        // The time shown is when the lease ends: at most LEASE_SECS from now, in local time.
+        let now = b
+            .driver
+            .execute(
+                "const d = new Date(); \
+                 return d.getHours() * 3600 + d.getMinutes() * 60 + d.getSeconds();",
+                Vec::new(),
+            )
+            .await?
+            .convert::<i64>()?;
+        let ahead = (until - now + 43_200).rem_euclid(86_400) - 43_200;
+        ensure!(
+            (-1..=i64::try_from(LEASE_SECS)? + 1).contains(&ahead),
+            "the status reads {text:?}, {ahead} s from now; the lease is {LEASE_SECS} s"
+        );
+        ensure!(
+            !b.el("live-resume").await?.is_displayed().await?,
+            "\"Resume live updates\" shows during a lease"
+        );
+        ensure!(
+            b.el("checkout").await?.is_enabled().await?,
+            "checkout is disabled before any change"
+        );
+        anyhow::Ok(())
+    })
+    .await;
+
+    let pushed = b
+        .step("j7-stock-drops-live", async {
+            catalog::set_stock(&app.db().await, product_id(id)?, 1).await?;
+            let note = line(id, "line-stock");
+            let mut seen = String::new();
+            b.wait_until("the line to say \"Only 1 left\"", async || {
+                let el = b.find(&note).await?;
+                seen = el.text().await?;
+                Ok(el.is_displayed().await? && seen == "Only 1 left")
+            })
+            .await
+            .with_context(|| format!("the stock note reads {seen:?}"))?;
+            b.wait_until("checkout to be disabled", async || {
+                Ok(!b.el("checkout").await?.is_enabled().await?)
+            })
+            .await?;
+            let blocked = b.el("checkout-blocked").await?;
+            ensure!(blocked.is_displayed().await?, "checkout-blocked is hidden");
+            let why = blocked.text().await?;
+            let product = b.find_text(&line(id, "line-name")).await?;
+            ensure!(
+                !product.is_empty() && why.contains(&product),
+                "checkout-blocked reads {why:?}, which does not name {product:?}"
+            );
+            b.ensure_same_page().await?;
+            // Pushed down the lease, not found by a poll that happened to come first.
+            let pushed = metric(&app, "statecart_live_events_sent_total").await?;
+            ensure!(pushed >= 1, "the server sent {pushed} change events");
+            anyhow::Ok(pushed)
+        })
+        .await;
+
+    b.step("j7-lease-ends", async {
+        let text = b
+            .wait_live_state("polling", Duration::from_secs(LEASE_SECS) + WAIT)
+            .await?;
+        let paused = format!("Live updates paused: checking every {POLL_SECS} s");
+        ensure!(
+            text == paused,
+            "the status reads {text:?}, expected {paused:?}"
+        );
+        ensure!(
+            b.el("live-resume").await?.is_displayed().await?,
+            "no \"Resume live updates\" after the lease"
+        );
+        b.ensure_same_page().await?;
+        // The stream ends just after it says lease-expired, and the lease with it.
+        b.wait_until("no lease on the server", async || {
+            Ok(metric(&app, "statecart_live_leases_active").await? == 0)
+        })
+        .await
+    })
+    .await;
+
+    // The page must keep polling, with no lease, for longer than EventSource's 3 s reconnect
+    // delay: a stream the page forgot to close would open a new lease by then. Meanwhile a
+    // price change arrives by a poll.
+    b.step("j7-price-change-by-polling", async {
+        let new_price = price + 1_111;
+        catalog::set_price(&app.db().await, product_id(id)?, new_price).await?;
+        let unit = Money::from_cents(new_price).to_string();
+        let total = Money::from_cents(new_price * 2).to_string();
+        let watch = Duration::from_secs(3 * POLL_SECS);
+        let started = Instant::now();
+        let mut arrived = None;
+        let mut seen = (String::new(), String::new());
+        b.keeps("polling with no lease", watch, async || {
+            let (state, text) = b.live_status().await?;
+            ensure!(state == "polling", "the status is {state:?}: {text:?}");
+            let active = metric(&app, "statecart_live_leases_active").await?;
+            ensure!(active == 0, "{active} leases while the page polls");
+            if arrived.is_none() {
+                seen = (
+                    b.find_text(&line(id, "line-unit-price")).await?,
+                    b.text("cart-total").await?,
+                );
+                if seen.0 == unit && seen.1 == total {
+                    arrived = Some(started.elapsed());
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        ensure!(
+            arrived.is_some(),
+            "after {watch:?} unit price and total read {seen:?}, not {unit} and {total}"
+        );
+        let line_total = b.find_text(&line(id, "line-total")).await?;
+        ensure!(line_total == total, "the line total reads {line_total:?}");
+        b.totals_add_up().await?;
+        b.ensure_same_page().await?;
+        // A poll brought it: nothing was pushed since the lease ended.
+        let sent = metric(&app, "statecart_live_events_sent_total").await?;
+        ensure!(
+            sent == pushed,
+            "{sent} change events sent, {pushed} before the lease ended"
+        );
+        anyhow::Ok(())
+    })
+    .await;
+
+    b.step("j7-resume", async {
+        b.click("live-resume").await?;
+        let text = b.wait_live_state("live", WAIT).await?;
+        ensure!(
+            text.strip_prefix("Live updates until ")
+                .and_then(clock_secs)
+                .is_some(),
+            "the status reads {text:?}"
+        );
+        ensure!(
+            !b.el("live-resume").await?.is_displayed().await?,
+            "\"Resume live updates\" still shows"
+        );
+        b.ensure_same_page().await?;
+        let active = metric(&app, "statecart_live_leases_active").await?;
+        ensure!(active == 1, "{active} leases after resuming");
+        anyhow::Ok(())
+    })
+    .await;
+}
+
+/// A CSS selector for a `data-test` element in the cart line of product `id`.
+fn line(id: i64, test: &str) -> String {
+    format!(
+        "{}[data-product-id=\"{id}\"] {}",
+        sel("cart-line"),
+        sel(test)
+    )
+}
+
+fn product_id(id: i64) -> Result<ProductId> {
+    ProductId::parse(&id.to_string()).with_context(|| format!("not a product id: {id}"))
+}
+
+/// Seconds since midnight from a clock as the page shows it (`14:05:30`).
+fn clock_secs(text: &str) -> Option<i64> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [h, m, s] = parts[..] else {
+        return None;
+    };
+    if [h, m, s].iter().any(|p| p.len() != 2) {
+        return None;
+    }
+    let (h, m, s): (i64, i64, i64) = (h.parse().ok()?, m.parse().ok()?, s.parse().ok()?);
+    (h < 24 && m < 60 && s < 60).then_some(h * 3600 + m * 60 + s)
+}
+
+/// A value of the app's `/metrics`, read over HTTP as a scraper would.
+async fn metric(app: &TestApp, name: &str) -> Result<u64> {
+    let body = reqwest::get(format!("{}/metrics", app.address))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .with_context(|| format!("/metrics has no {name}:\n{body}"))?
+        .parse()
+        .with_context(|| format!("/metrics: {name} is not a number"))
+}
+
 /// A CSS selector for a `data-test` name.
 fn sel(test: &str) -> String {
     format!("[data-test=\"{test}\"]")
@@ -848,12 +1087,18 @@ impl Browser {
     }
 
     /// Waits, boundedly, until `check` says yes; its errors count as "not yet".
-    async fn wait_until(
+    async fn wait_until(&self, what: &str, check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+        self.wait_within(what, WAIT, check).await
+    }
+
+    /// Waits until `check` says yes, for at most `within`; its errors count as "not yet".
+    async fn wait_within(
         &self,
         what: &str,
+        within: Duration,
         mut check: impl AsyncFnMut() -> Result<bool>,
     ) -> Result<()> {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + within;
         loop {
             let last = match check().await {
                 Ok(true) => return Ok(()),
@@ -861,10 +1106,28 @@ impl Browser {
                 Err(err) => format!(" (last error: {err:#})"),
             };
             if Instant::now() >= deadline {
-                bail!("waited {WAIT:?} for {what}{last}");
+                bail!("waited {within:?} for {what}{last}");
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Checks, every `POLL` for `during`, that `check` passes; fails at the first look that
+    /// does not. For what must not happen, which only watching for a while can show.
+    async fn keeps(
+        &self,
+        what: &str,
+        during: Duration,
+        mut check: impl AsyncFnMut() -> Result<()>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < during {
+            check()
+                .await
+                .with_context(|| format!("{what} stopped after {:.1?}", started.elapsed()))?;
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
     }
 
     /// Waits until the page shown has this path.
@@ -958,6 +1221,49 @@ impl Browser {
         self.type_into(test, value).await?;
         let now = self.el(test).await?.value().await?;
         ensure!(now.as_deref() == Some(value), "{test} holds {now:?}");
+        Ok(())
+    }
+
+    /// Registers `username` from the register page; the browser is then logged in.
+    async fn register(&self, app: &TestApp, username: &str) -> Result<()> {
+        self.goto(&app.url("/register")).await?;
+        self.type_into("username", username).await?;
+        self.type_into("password", PASSWORD).await?;
+        self.click("register-submit").await?;
+        self.wait_until("the page after registering", async || {
+            Ok(self.path().await? != "/register")
+        })
+        .await
+    }
+
+    /// The cart's live-update status: its `data-state` and what it reads.
+    async fn live_status(&self) -> Result<(String, String)> {
+        let status = self.el("live-status").await?;
+        let state = status.attr("data-state").await?.unwrap_or_default();
+        Ok((state, status.text().await?))
+    }
+
+    /// Waits, for at most `within`, until the live-update status is in `state`; returns what
+    /// it reads then.
+    async fn wait_live_state(&self, state: &str, within: Duration) -> Result<String> {
+        let mut seen = (String::new(), String::new());
+        self.wait_within(&format!("live-status {state}"), within, async || {
+            seen = self.live_status().await?;
+            Ok(seen.0 == state)
+        })
+        .await
+        .with_context(|| format!("live-status is {:?}: {:?}", seen.0, seen.1))?;
+        Ok(seen.1)
+    }
+
+    /// Checks the page was not reloaded since it was marked `window.statecartSamePage`.
+    async fn ensure_same_page(&self) -> Result<()> {
+        let same = self
+            .driver
+            .execute("return window.statecartSamePage === true;", Vec::new())
+            .await?
+            .convert::<bool>()?;
+        ensure!(same, "the page was reloaded");
         Ok(())
     }
 
