@@ -17,6 +17,8 @@
   var version = Number(table.getAttribute("data-version")) || 0;
   var source = null;
   var pollTimer = null;
+  // "live", "polling" or "connecting": a poll answering after a switch must not reschedule.
+  var mode = "connecting";
 
   function money(cents) {
     var sign = cents < 0 ? "-" : "";
@@ -28,13 +30,16 @@
 
   function clock(iso) {
     var d = new Date(iso);
-    return isNaN(d) ? iso : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    if (isNaN(d)) return iso;
+    var two = function (n) { return String(n).padStart(2, "0"); };
+    return two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
   }
 
   function rows() {
     return Array.prototype.slice.call(table.querySelectorAll('tr[data-test="cart-line"]'));
   }
 
+  // The same rule as the server-rendered page (LineView::stock_note).
   function stockNote(stock, quantity) {
     if (stock <= 0) return "Sold out";
     if (stock < quantity || stock <= 5) return "Only " + stock + " left";
@@ -92,21 +97,28 @@
     pollTimer = null;
   }
 
+  // Everything that changed since the version the page shows.
+  function catchUp() {
+    return fetch("/cart/changes?since=" + version, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then(function (res) { return res.ok ? res.json() : Promise.reject(res.status); })
+      .then(function (body) {
+        body.changes.forEach(apply);
+        version = Math.max(version, body.version);
+        return body.poll_after_secs;
+      });
+  }
+
   function poll(every) {
     stopPolling();
     pollTimer = setTimeout(function () {
-      fetch("/cart/changes?since=" + version, { headers: { Accept: "application/json" }, credentials: "same-origin" })
-        .then(function (res) { return res.ok ? res.json() : Promise.reject(res.status); })
-        .then(function (body) {
-          body.changes.forEach(apply);
-          version = Math.max(version, body.version);
-          poll(body.poll_after_secs);
-        })
-        .catch(function () { poll(every); });
+      catchUp()
+        .then(function (next) { if (mode === "polling") poll(next); })
+        .catch(function () { if (mode === "polling") poll(every); });
     }, every * 1000);
   }
 
   function paused(every) {
+    mode = "polling";
     status.textContent = "Live updates paused: checking every " + every + " s";
     status.setAttribute("data-state", "polling");
     resume.hidden = false;
@@ -114,15 +126,20 @@
   }
 
   function live() {
+    mode = "connecting";
     stopPolling();
     resume.hidden = true;
     status.textContent = "Connecting for live updates…";
+    status.setAttribute("data-state", "connecting");
     source = new EventSource("/cart/live");
     source.addEventListener("lease", function (e) {
       var lease = JSON.parse(e.data);
-      version = Math.max(version, lease.version);
+      mode = "live";
       status.textContent = "Live updates until " + clock(lease.expires_at);
       status.setAttribute("data-state", "live");
+      // The lease brings changes from its start on; fetch what changed before it (while the
+      // page polled, or since it was rendered) so nothing falls in between.
+      catchUp().catch(function () {});
     });
     source.addEventListener("change", function (e) {
       apply(JSON.parse(e.data));

@@ -44,6 +44,16 @@ impl LineView {
     pub fn short(&self) -> bool {
         i64::from(self.quantity) > self.stock
     }
+
+    /// "Sold out", "Only N left" (when short or 5 or fewer remain), or nothing. The live
+    /// script in static/live.js applies the same rule to pushed changes.
+    pub fn stock_note(&self) -> Option<String> {
+        match self.stock {
+            ..=0 => Some("Sold out".to_owned()),
+            n if self.short() || n <= 5 => Some(format!("Only {n} left")),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -304,5 +314,31 @@ pub async fn checkout(
         )),
         Err(CheckoutError::Database(err)) => Err(err.into()),
         Err(refused) => Err(AppError::Conflict(refused.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(quantity: u32, stock: i64) -> LineView {
+        LineView {
+            product_id: 1,
+            name: "x".to_owned(),
+            unit_price: "$1.00".to_owned(),
+            price_cents: 100,
+            quantity,
+            stock,
+            total: "$1.00".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_stock_note_speaks_when_stock_is_short_or_low() {
+        assert_eq!(line(1, 0).stock_note().as_deref(), Some("Sold out"));
+        assert_eq!(line(3, 2).stock_note().as_deref(), Some("Only 2 left"));
+        assert_eq!(line(1, 5).stock_note().as_deref(), Some("Only 5 left"));
+        assert_eq!(line(7, 6).stock_note().as_deref(), Some("Only 6 left"));
+        assert_eq!(line(2, 6).stock_note(), None);
     }
 }
