@@ -179,8 +179,11 @@ pub async fn render_error_pages(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    // The request cannot be cloned before routing, so keep what the page needs.
-    let site = req.app_data::<web::Data<Site>>().map(|s| Site::clone(s));
+    // The request cannot be cloned before routing, so keep what the page needs: a handle on
+    // the shared site facts (one Arc clone per request, no copy of the facts themselves).
+    let site = req
+        .app_data::<web::Data<Site>>()
+        .map(|s| s.clone().into_inner());
     let wants_json = req.path().ends_with(".json") || req.path().starts_with("/cart/changes");
     match next.call(req).await {
         Ok(res) => {
@@ -191,12 +194,12 @@ pub async fn render_error_pages(
             let (req, old) = res.into_parts();
             Ok(ServiceResponse::new(
                 req,
-                error_page(old, site.as_ref(), wants_json),
+                error_page(old, site.as_deref(), wants_json),
             ))
         }
         // A middleware failed (e.g. the session store): the error carries its own response.
         Err(err) => {
-            let mut page = error_page(err.error_response(), site.as_ref(), wants_json);
+            let mut page = error_page(err.error_response(), site.as_deref(), wants_json);
             if let Some(site) = &site
                 && let Ok(value) = header::HeaderValue::from_str(&site.instance)
             {
