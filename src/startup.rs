@@ -100,8 +100,13 @@ impl Application {
         let db_data = web::Data::new(db.clone());
         let settings_data = web::Data::new(settings.clone());
         let store_data = web::Data::new(store.clone());
-        let budget = web::Data::new(session::CookieBudget::new(settings.session_backend, &key));
+        let budget = web::Data::new(session::CookieBudget::new(
+            settings.session_backend,
+            &key,
+            settings.cart_max_lines,
+        ));
         let hub_data = web::Data::new(Arc::clone(&hub));
+        let write_locks = web::Data::new(session::state::WriteLocks::new());
         let instance = settings.instance.clone();
 
         let server = HttpServer::new(move || {
@@ -114,6 +119,7 @@ impl Application {
                 .app_data(limits.clone())
                 .app_data(budget.clone())
                 .app_data(hub_data.clone())
+                .app_data(write_locks.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
                 .wrap(from_fn(errors::render_error_pages))
                 .wrap(DefaultHeaders::new().add(("X-Statecart-Instance", instance.clone())))

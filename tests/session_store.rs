@@ -14,9 +14,17 @@ use statecart::{
     db::Db,
     session::{
         Store,
-        state::{META, USER},
+        state::{LOADED, META, USER},
     },
 };
+
+/// What a store loads, without the bookkeeping (key and version) server-side stores add.
+async fn load(store: &Store, key: &SessionKey) -> Option<HashMap<String, String>> {
+    store.load(key).await.expect("load").map(|mut state| {
+        state.remove(LOADED);
+        state
+    })
+}
 
 struct Fixture {
     store: Store,
@@ -69,7 +77,7 @@ async fn suite(variant: Variant) {
     // A saved state loads back.
     let state = login_state(1, "one");
     let key = store.save(state.clone(), &TTL).await.expect("save");
-    assert_eq!(store.load(&key).await.expect("load"), Some(state));
+    assert_eq!(load(store, &key).await, Some(state));
 
     // An update replaces the state.
     let mut changed = login_state(1, "one");
@@ -78,22 +86,22 @@ async fn suite(variant: Variant) {
         .update(key, changed.clone(), &TTL)
         .await
         .expect("update");
-    assert_eq!(store.load(&key).await.expect("load"), Some(changed.clone()));
+    assert_eq!(load(store, &key).await, Some(changed.clone()));
 
     // A key the store never issued is no session.
     if can_invalidate {
         let unknown = SessionKey::try_from("x".repeat(64)).expect("key");
-        assert_eq!(store.load(&unknown).await.expect("load"), None);
+        assert_eq!(load(store, &unknown).await, None);
     }
 
     // Deleting forgets, and an update racing the delete does not bring it back.
     store.delete(&key).await.expect("delete");
-    let after_delete = store.load(&key).await.expect("load");
+    let after_delete = load(store, &key).await;
     if can_invalidate {
         assert_eq!(after_delete, None);
         let key = store.update(key, changed, &TTL).await.expect("update");
         assert_eq!(
-            store.load(&key).await.expect("load"),
+            load(store, &key).await,
             None,
             "a deleted session stays deleted"
         );
@@ -106,7 +114,7 @@ async fn suite(variant: Variant) {
 
     // An empty state costs the server nothing.
     let empty = store.save(HashMap::new(), &TTL).await.expect("save");
-    let loaded = store.load(&empty).await.expect("load");
+    let loaded = load(store, &empty).await;
     assert!(loaded.is_none_or(|s| s.is_empty()));
 
     // Listing and revoking, where the store can.
@@ -119,8 +127,8 @@ async fn suite(variant: Variant) {
             sids.sort();
             assert_eq!(sids, ["a", "b"]);
             assert_eq!(store.revoke_others(2, "a").await.expect("revoke"), 1);
-            assert!(store.load(&a).await.expect("load").is_some());
-            assert!(store.load(&b).await.expect("load").is_none());
+            assert!(load(store, &a).await.is_some());
+            assert!(load(store, &b).await.is_none());
         }
     }
     assert!(store.ping().await);
@@ -134,7 +142,7 @@ async fn sessions_expire_after_the_idle_timeout(variant: Variant) {
         .await
         .expect("save");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(f.store.load(&key).await.expect("load"), None);
+    assert_eq!(load(&f.store, &key).await, None);
     f.store.housekeeping().await;
     assert_eq!(
         f.store.sessions_of(1).await.expect("list"),
@@ -154,7 +162,46 @@ async fn the_database_never_stores_the_raw_session_key(variant: Variant) {
     assert_eq!(stored[0].0.len(), 64, "a hex SHA-256");
 }
 
+/// The write path of parallel requests: a change is saved only onto the version it was made
+/// from, and never onto a session that ended.
+async fn a_swap_saves_only_onto_the_version_it_was_made_from(variant: Variant) {
+    let f = fixture(variant, 60).await;
+    let store = &f.store;
+    let key = store.save(login_state(1, "v"), &TTL).await.expect("save");
+    let (state, v0) = store
+        .load_versioned(key.as_ref())
+        .await
+        .expect("load")
+        .expect("live");
+    assert_eq!(state, login_state(1, "v"));
+    let mut first = state.clone();
+    first.insert("cart".into(), r#"{"r":1,"l":[[1,1]]}"#.into());
+    let v1 = store
+        .swap(key.as_ref(), v0, &first)
+        .await
+        .expect("swap")
+        .expect("saved onto the loaded version");
+    assert!(v1 > v0);
+    let mut second = state;
+    second.insert("cart".into(), r#"{"r":1,"l":[[2,1]]}"#.into());
+    assert_eq!(
+        store.swap(key.as_ref(), v0, &second).await.expect("swap"),
+        None,
+        "a change made from an older version is not saved"
+    );
+    assert_eq!(load(store, &key).await, Some(first.clone()));
+    store.delete(&key).await.expect("delete");
+    assert_eq!(
+        store.swap(key.as_ref(), v1, &first).await.expect("swap"),
+        None,
+        "a deleted session stays deleted"
+    );
+    assert_eq!(load(store, &key).await, None);
+}
+
 for_each_backend!(suite);
+// The cookie backend has no server-side version to compare with: the last answer wins.
+for_backends!(a_swap_saves_only_onto_the_version_it_was_made_from => memory, sqlite, postgres, redis);
 // The cookie store keeps nothing on the server that could expire.
 for_backends!(sessions_expire_after_the_idle_timeout => memory, sqlite, postgres, redis);
 // Only the database backend promises a table without raw keys.

@@ -6,10 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    PASSWORD, Variant, assert_no_set_cookie, client, client_with_cookie, session_cookie, spawn_app,
-    spawn_app_with,
+    PASSWORD, TestApp, Variant, assert_no_set_cookie, client, client_with_cookie, session_cookie,
+    spawn_app, spawn_app_with,
 };
 use reqwest::StatusCode;
+use statecart::config::SessionBackend;
 
 fn location(res: &reqwest::Response) -> &str {
     res.headers()
@@ -436,6 +437,7 @@ async fn the_inspector_reports_where_the_state_lives(variant: Variant) {
             "idle_expires_at",
             "instance",
             "live_lease_expires_at",
+            "parallel_writes",
             "server_bytes",
             "state_location",
             "stateful",
@@ -618,3 +620,114 @@ for_each_backend!(
     stateless_routes_set_no_cookie_for_a_logged_in_user,
     stateful_pages_are_never_stored_by_the_browser,
 );
+
+/// Session records the server holds right now (the cookie backend holds none).
+async fn stored_sessions(app: &TestApp) -> usize {
+    match app.settings.session_backend {
+        SessionBackend::Cookie => 0,
+        SessionBackend::Memory => unreachable!("memory is checked by its capacity instead"),
+        SessionBackend::Database => {
+            let db = app.db().await;
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+                .fetch_one(&db.pool)
+                .await
+                .expect("count");
+            db.close().await;
+            usize::try_from(n).expect("count")
+        }
+        SessionBackend::Redis => {
+            let client = redis::Client::open(app.settings.redis_url.as_str()).expect("url");
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("redis");
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}session:*", app.settings.redis_key_prefix))
+                .query_async(&mut conn)
+                .await
+                .expect("KEYS");
+            keys.len()
+        }
+    }
+}
+
+/// What `/metrics` says the memory backend holds.
+async fn memory_sessions(app: &TestApp) -> u64 {
+    let text = app.get("/metrics").await.text().await.expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("statecart_memory_sessions "))
+        .and_then(|n| n.parse().ok())
+        .expect("the gauge")
+}
+
+/// Requests that bring a session the server does not know, on several kinds of page.
+async fn send_unrecognised_cookies(app: &TestApp, stale: &str, count: usize) {
+    for i in 0..count {
+        let cookie = if i % 2 == 0 {
+            stale.to_owned()
+        } else {
+            format!("garbage{i}{}", "x".repeat(40))
+        };
+        let client = client_with_cookie(&cookie);
+        for path in ["/cart", "/login", "/no-such-page"] {
+            let res = client.get(app.url(path)).send().await.expect("GET");
+            assert!(res.status().as_u16() < 500, "{path}: {}", res.status());
+        }
+    }
+}
+
+async fn an_unrecognised_cookie_creates_no_server_state(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("olga").await;
+    let stale = app.cookie().expect("cookie");
+    app.post_form("/logout", &[]).await;
+    app.register("pete").await;
+    let before = stored_sessions(&app).await;
+    assert_eq!(before, 1, "one live session");
+    send_unrecognised_cookies(&app, &stale, 20).await;
+    assert_eq!(stored_sessions(&app).await, before, "no record was created");
+    // The browser is still told why, without any state on the server.
+    let client = client();
+    let res = client
+        .get(app.url("/cart"))
+        .header("cookie", format!("statecart={stale}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = client
+        .get(app.url("/login"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert!(page.contains("Your session has ended"), "{page}");
+    assert!(app.is_logged_in(&app.client).await);
+}
+
+async fn a_flood_of_unknown_cookies_never_evicts_a_logged_in_session(variant: Variant) {
+    let app = spawn_app_with(variant, |s| s.memory_max_sessions = 5).await;
+    app.register("quinn").await;
+    let (other, jar) = common::client_and_jar();
+    let res = other
+        .post(app.url("/login"))
+        .form(&[("username", "quinn"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let stale = common::cookie_in(&jar, &app.address).expect("cookie");
+    other.post(app.url("/logout")).send().await.expect("POST");
+    assert_eq!(memory_sessions(&app).await, 1);
+    send_unrecognised_cookies(&app, &stale, 60).await;
+    assert_eq!(memory_sessions(&app).await, 1, "no entry was created");
+    assert!(
+        app.is_logged_in(&app.client).await,
+        "garbage never competes with real sessions for the memory bound"
+    );
+}
+
+for_backends!(an_unrecognised_cookie_creates_no_server_state => sqlite, postgres, redis);
+for_backends!(a_flood_of_unknown_cookies_never_evicts_a_logged_in_session => memory);

@@ -177,6 +177,27 @@ impl Cart {
         self.lines.clear();
         self.rev += 1;
     }
+
+    /// Takes out what `ordered` (this cart at an earlier revision) held, once it is ordered:
+    /// unchanged since, the cart empties; changed since (a parallel add), only the ordered
+    /// units leave and the rest stays.
+    pub fn take_ordered(&mut self, ordered: &Cart) {
+        if self.rev == ordered.rev {
+            self.clear();
+            return;
+        }
+        for (product, bought) in &ordered.lines {
+            if let Some(index) = self.lines.iter().position(|(id, _)| id == product) {
+                match Quantity::new(self.lines[index].1.get().saturating_sub(bought.get())) {
+                    Some(left) => self.lines[index].1 = left,
+                    None => {
+                        self.lines.remove(index);
+                    }
+                }
+            }
+        }
+        self.rev += 1;
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +253,22 @@ mod tests {
         assert_eq!(cart.add(id("3"), q(1), 2), Err(CartError::TooManyLines(2)));
         assert_eq!(cart.set(id("9"), Some(q(1))), Err(CartError::NotInCart));
         assert_eq!(cart, before);
+    }
+
+    #[test]
+    fn ordering_takes_out_only_what_was_ordered() {
+        let mut ordered = Cart::default();
+        ordered.add(id("1"), q(2), 5).expect("add");
+        let mut same = ordered.clone();
+        same.take_ordered(&ordered);
+        assert!(same.is_empty());
+        let mut grown = ordered.clone();
+        grown.add(id("1"), q(3), 5).expect("add");
+        grown.add(id("2"), q(1), 5).expect("add");
+        grown.take_ordered(&ordered);
+        assert_eq!(grown.quantity_of(id("1")), 3);
+        assert_eq!(grown.quantity_of(id("2")), 1);
+        assert!(grown.rev() > ordered.rev());
     }
 
     #[test]

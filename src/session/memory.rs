@@ -18,6 +18,8 @@ struct Entry {
     state: State,
     user_id: Option<i64>,
     created_at: i64,
+    /// Grows with every save, so a change can be saved only onto the state it was made from.
+    version: u64,
 }
 
 type UserIndex = Arc<Mutex<HashMap<i64, HashSet<String>>>>;
@@ -66,6 +68,51 @@ impl MemoryStore {
         self.cache.get(key).await.map(|e| e.state.clone())
     }
 
+    /// The state of a live session and its version.
+    pub async fn load_versioned(&self, key: &str) -> Option<(State, u64)> {
+        self.cache
+            .get(key)
+            .await
+            .map(|e| (e.state.clone(), e.version))
+    }
+
+    /// Saves `state` only if the session is still at version `expected` (an empty state ends
+    /// the session); returns the new version, or `None` when the session changed or ended
+    /// meanwhile. The check and the write happen under the cache's per-entry lock.
+    pub async fn swap(&self, key: &str, expected: u64, state: &State) -> Option<u64> {
+        let user_id = state::user_id_of(state);
+        let result = self
+            .cache
+            .entry(key.to_owned())
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(current) if current.value().version == expected => {
+                        if state.is_empty() {
+                            Op::Remove
+                        } else {
+                            Op::Put(Arc::new(Entry {
+                                state: state.clone(),
+                                user_id,
+                                created_at: current.value().created_at,
+                                version: expected + 1,
+                            }))
+                        }
+                    }
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        match result {
+            moka::ops::compute::CompResult::ReplacedWith(_) => {
+                self.index(user_id, key);
+                Some(expected + 1)
+            }
+            moka::ops::compute::CompResult::Removed(_) => Some(expected + 1),
+            _ => None,
+        }
+    }
+
     /// Stores a new session under a fresh key (retrying the astronomically rare collision).
     pub async fn save(&self, state: State) -> String {
         let user_id = state::user_id_of(&state);
@@ -73,6 +120,7 @@ impl MemoryStore {
             state,
             user_id,
             created_at: now_epoch(),
+            version: 0,
         });
         loop {
             let key = state::random_key();
@@ -88,7 +136,8 @@ impl MemoryStore {
         }
     }
 
-    /// Replaces the state of a live session; a session deleted meanwhile stays deleted.
+    /// Replaces the state of a live session whatever its version; a session deleted meanwhile
+    /// stays deleted.
     pub async fn update(&self, key: &str, state: State) {
         let user_id = state::user_id_of(&state);
         let result = self
@@ -101,6 +150,7 @@ impl MemoryStore {
                         state,
                         user_id,
                         created_at: current.value().created_at,
+                        version: current.value().version + 1,
                     })),
                 };
                 std::future::ready(op)
@@ -209,6 +259,31 @@ mod tests {
         let key = store.save(login_state(1, "a")).await;
         store.delete(&key).await;
         store.update(&key, login_state(1, "a")).await;
+        assert_eq!(store.load(&key).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_swap_saves_only_onto_the_version_it_was_made_from() {
+        let store = MemoryStore::new(100, Duration::from_secs(60));
+        let key = store.save(login_state(1, "a")).await;
+        let (state, v0) = store.load_versioned(&key).await.expect("live");
+        assert_eq!(
+            store.swap(&key, v0, &login_state(1, "b")).await,
+            Some(v0 + 1)
+        );
+        assert_eq!(
+            store.swap(&key, v0, &state).await,
+            None,
+            "a stale version loses"
+        );
+        let (now, _) = store.load_versioned(&key).await.expect("live");
+        assert_eq!(now, login_state(1, "b"));
+        store.delete(&key).await;
+        assert_eq!(
+            store.swap(&key, v0 + 1, &state).await,
+            None,
+            "never re-created"
+        );
         assert_eq!(store.load(&key).await, None);
     }
 

@@ -1,95 +1,49 @@
-//! Session state: the one store enum over every backend, the typed wrapper, the timeouts, and
-//! what each backend promises.
+//! Session state: the one store enum over every backend. Beside it: the typed session and its
+//! one write path (`state`), the cookie budget, the timeouts, and what each backend promises.
 
+pub mod budget;
 pub mod key;
 pub mod memory;
+pub mod promises;
 pub mod redis;
 pub mod sql;
 pub mod state;
+pub mod timeouts;
 
 use std::time::Duration as StdDuration;
 
-use actix_session::SessionExt as _;
 use actix_session::storage::{
     CookieSessionStore, LoadError, SaveError, SessionKey, SessionStore, UpdateError,
 };
-use actix_web::{
-    body::MessageBody,
-    cookie::time::Duration,
-    dev::{ServiceRequest, ServiceResponse},
-    middleware::Next,
-    web,
-};
+use actix_web::cookie::time::Duration;
+use sha2::{Digest as _, Sha256};
 
 use crate::{
     config::{SessionBackend, Settings},
     db::Db,
-    domain::now_epoch,
 };
+pub use budget::{CookieBudget, ENCODING_MARGIN, MAX_COOKIE_BYTES};
 use memory::MemoryStore;
+pub use promises::{BackendFacts, facts};
 use redis::RedisStore;
 use sql::SqlStore;
-use state::{State, TypedSession};
+use state::{LOADED, Loaded, State};
+pub use timeouts::{SESSION_ENDED, enforce_timeouts, touch_interval_secs};
 
 /// Name of the session cookie.
 pub const COOKIE_NAME: &str = "statecart";
 
-/// Browsers refuse cookies larger than this (name and value, as sent).
-pub const MAX_COOKIE_BYTES: usize = 4096;
-
-/// Bytes kept free for the varying percent-encoding of a fresh encryption (see
-/// [`CookieBudget::fits`]): about seven standard deviations at a 4 KiB cookie.
-pub const ENCODING_MARGIN: usize = 96;
-
-/// What a change to the session may cost: on the cookie backend the whole state travels in the
-/// cookie, so a change that would push it past [`MAX_COOKIE_BYTES`] is refused up front
-/// instead of being dropped silently by the browser.
-#[derive(Clone)]
-pub enum CookieBudget {
-    /// Server-side state: the cookie holds only a key.
-    Unlimited,
-    /// The state is encrypted into the cookie with this key.
-    Cookie(actix_web::cookie::Key),
-}
-
-impl CookieBudget {
-    /// The budget for `backend`.
-    pub fn new(backend: SessionBackend, key: &actix_web::cookie::Key) -> Self {
-        match backend {
-            SessionBackend::Cookie => Self::Cookie(key.clone()),
-            _ => Self::Unlimited,
-        }
+/// Hex SHA-256 of a session key: how server-side stores name a session, so a leaked table or
+/// key space cannot be replayed as cookies.
+pub fn key_hash(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(key.as_bytes());
+    let mut hex = String::with_capacity(digest.len() * 2);
+    for byte in digest {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
-
-    /// Exact size of the cookie this state would become (encrypted and encoded), if it
-    /// lives in the cookie.
-    pub fn cookie_bytes(&self, state: &State) -> Option<usize> {
-        let Self::Cookie(key) = self else {
-            return None;
-        };
-        let json = serde_json::to_string(state).ok()?;
-        let mut jar = actix_web::cookie::CookieJar::new();
-        jar.private_mut(key)
-            .add(actix_web::cookie::Cookie::new(COOKIE_NAME, json));
-        let cookie = jar.delta().next()?;
-        Some(cookie.encoded().to_string().len())
-    }
-
-    /// Whether a session with this state can be kept.
-    ///
-    /// The cookie that is finally sent is a fresh encryption (a new random nonce) of the same
-    /// state: its base64 text has the same length, but each `/` in it is percent-encoded to
-    /// three bytes, and how many there are varies. With about 1 in 64 characters a `/`, the
-    /// spread is a few dozen bytes; [`ENCODING_MARGIN`] keeps the real cookie under the limit
-    /// with overwhelming probability.
-    pub fn fits(&self, state: &State) -> bool {
-        match self {
-            Self::Unlimited => true,
-            Self::Cookie(_) => self
-                .cookie_bytes(state)
-                .is_some_and(|bytes| bytes + ENCODING_MARGIN <= MAX_COOKIE_BYTES),
-        }
-    }
+    hex
 }
 
 /// One login session as /account lists it.
@@ -151,11 +105,45 @@ impl Store {
                 settings.memory_max_sessions,
                 StdDuration::from_secs(settings.idle_timeout_secs),
             )),
-            SessionBackend::Database => Self::Database(SqlStore::new(db.clone())),
+            SessionBackend::Database => Self::Database(SqlStore::new(
+                db.clone(),
+                StdDuration::from_secs(settings.idle_timeout_secs),
+            )),
             SessionBackend::Redis => Self::Redis(
-                RedisStore::new(&settings.redis_url, &settings.redis_key_prefix)
-                    .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
+                RedisStore::new(
+                    &settings.redis_url,
+                    &settings.redis_key_prefix,
+                    StdDuration::from_secs(settings.idle_timeout_secs),
+                )
+                .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
             ),
+        })
+    }
+
+    /// The state of a live server-side session and its version (`None` on the cookie
+    /// backend, which keeps nothing).
+    pub async fn load_versioned(&self, key: &str) -> Result<Option<(State, u64)>, StoreError> {
+        Ok(match self {
+            Self::Cookie => None,
+            Self::Memory(m) => m.load_versioned(key).await,
+            Self::Database(s) => s.load_versioned(key).await?,
+            Self::Redis(r) => r.load_versioned(key).await?,
+        })
+    }
+
+    /// Saves `state` only onto version `expected` of a live session (an empty state ends it):
+    /// the new version, or `None` when another save came first or the session ended.
+    pub async fn swap(
+        &self,
+        key: &str,
+        expected: u64,
+        state: &State,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(match self {
+            Self::Cookie => None,
+            Self::Memory(m) => m.swap(key, expected, state).await,
+            Self::Database(s) => s.swap(key, expected, state).await?,
+            Self::Redis(r) => r.swap(key, expected, state).await?,
         })
     }
 
@@ -204,6 +192,15 @@ impl Store {
         }
     }
 
+    /// Sessions the memory backend holds now (`None` on the other backends).
+    pub async fn memory_sessions(&self) -> Option<u64> {
+        let Self::Memory(m) = self else {
+            return None;
+        };
+        m.run_housekeeping().await;
+        Some(m.len())
+    }
+
     /// Whether the store answers.
     pub async fn ping(&self) -> bool {
         match self {
@@ -229,23 +226,43 @@ impl Store {
     }
 }
 
+/// Bookkeeping of a state on its way back to a store: which version it was loaded at, and
+/// whether the request already saved it itself (through `TypedSession::change`).
+fn take_loaded(state: &mut State) -> Option<Loaded> {
+    state
+        .remove(LOADED)
+        .and_then(|json| serde_json::from_str(&json).ok())
+}
+
+/// actix-session's store interface: the middleware loads the state before the handler and
+/// hands it back after. Server-side stores add [`Loaded`] (key and version) to what they load,
+/// so the typed session can save its changes with compare-and-swap; a state that comes back
+/// already saved costs nothing more.
 impl SessionStore for Store {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
-        match self {
-            Self::Cookie => CookieSessionStore::default().load(key).await,
-            Self::Memory(m) => Ok(m.load(key.as_ref()).await),
-            Self::Database(s) => s
-                .load(key.as_ref())
-                .await
-                .map_err(|e| LoadError::Other(e.into())),
-            Self::Redis(r) => r
-                .load(key.as_ref())
-                .await
-                .map_err(|e| LoadError::Other(e.into())),
+        if let Self::Cookie = self {
+            return CookieSessionStore::default().load(key).await;
         }
+        let loaded = self
+            .load_versioned(key.as_ref())
+            .await
+            .map_err(|e| LoadError::Other(e.into()))?;
+        Ok(loaded.map(|(mut state, v)| {
+            let loaded = Loaded {
+                k: key.as_ref().to_owned(),
+                v,
+                saved: false,
+            };
+            state.insert(
+                LOADED.to_owned(),
+                serde_json::to_string(&loaded).unwrap_or_default(),
+            );
+            state
+        }))
     }
 
-    async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+    async fn save(&self, mut state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+        take_loaded(&mut state);
         match self {
             Self::Cookie => CookieSessionStore::default().save(state, ttl).await,
             // An empty state is not worth keeping: hand out a key that loads as "no session".
@@ -271,9 +288,24 @@ impl SessionStore for Store {
     async fn update(
         &self,
         key: SessionKey,
-        state: State,
+        mut state: State,
         ttl: &Duration,
     ) -> Result<SessionKey, UpdateError> {
+        match take_loaded(&mut state) {
+            Some(loaded) if loaded.saved => return Ok(key),
+            // Changed without the typed session's write path: still never onto a newer state.
+            Some(loaded) => {
+                let saved = self
+                    .swap(key.as_ref(), loaded.v, &state)
+                    .await
+                    .map_err(|e| UpdateError::Other(e.into()))?;
+                if saved.is_none() {
+                    tracing::warn!("a session save lost to a newer one and was dropped");
+                }
+                return Ok(key);
+            }
+            None => {}
+        }
         match self {
             Self::Cookie => CookieSessionStore::default().update(key, state, ttl).await,
             _ if state.is_empty() => {
@@ -319,100 +351,5 @@ impl SessionStore for Store {
             Self::Database(s) => Ok(s.delete(key.as_ref()).await?),
             Self::Redis(r) => Ok(r.delete(key.as_ref()).await?),
         }
-    }
-}
-
-/// How often a login's last-seen time is rewritten: often enough for the idle timeout to be
-/// accurate, rarely enough that reading a page is not a write on every request.
-pub fn touch_interval_secs(idle_timeout_secs: u64) -> i64 {
-    i64::try_from((idle_timeout_secs / 30).clamp(1, 60)).unwrap_or(60)
-}
-
-/// What a person reads when their browser brings a session the server no longer has.
-pub const SESSION_ENDED: &str = "Your session has ended (it expired, was ended elsewhere, or \
-     the server no longer has it). Please log in again.";
-
-fn carries_session_cookie(req: &ServiceRequest) -> bool {
-    req.cookie(COOKIE_NAME).is_some()
-}
-
-/// Enforces the idle and absolute timeouts on every backend, the cookie one included: the
-/// times live inside the (encrypted) state and are checked on each request.
-pub async fn enforce_timeouts(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if let Some(settings) = req.app_data::<web::Data<Settings>>() {
-        let session = TypedSession::of(req.get_session());
-        if let Some(meta) = session.meta() {
-            let now = now_epoch();
-            let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
-            let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
-            if now.saturating_sub(meta.issued_at) >= absolute {
-                session.expire("Your session reached its maximum length. Please log in again.");
-            } else if now.saturating_sub(meta.last_seen) >= idle {
-                session.expire(
-                    "Your session ended after a period of inactivity. Please log in again.",
-                );
-            } else if now.saturating_sub(meta.last_seen)
-                >= touch_interval_secs(settings.idle_timeout_secs)
-            {
-                session.touch(meta, now);
-            }
-        } else if session.is_empty() && carries_session_cookie(&req) {
-            // The browser holds a session the server no longer knows (expired from the store,
-            // revoked, or lost in a restart of the memory backend): say so once.
-            session.set_flash(true, SESSION_ENDED);
-        }
-    }
-    next.call(req).await
-}
-
-/// What one backend promises, in the words of the design table (shown on /about and /session).
-#[derive(Debug, Clone, Copy)]
-pub struct BackendFacts {
-    /// Where session and cart live.
-    pub location: &'static str,
-    /// Whether state survives a graceful restart.
-    pub restart: &'static str,
-    /// Whether state survives a crash (SIGKILL).
-    pub crash: &'static str,
-    /// Whether several instances can share it.
-    pub instances: &'static str,
-    /// Whether logout revokes on the server.
-    pub revocation: &'static str,
-}
-
-/// The design table row for `backend`.
-pub fn facts(backend: SessionBackend) -> BackendFacts {
-    match backend {
-        SessionBackend::Cookie => BackendFacts {
-            location: "an encrypted (private) cookie in your browser; the server is stateless",
-            restart: "yes, while the session key is kept",
-            crash: "yes: there is nothing on the server to lose",
-            instances: "yes, when every instance shares the session key",
-            revocation: "no: an old cookie replays until it expires",
-        },
-        SessionBackend::Memory => BackendFacts {
-            location: "this process's memory, bounded, with idle expiry",
-            restart: "no",
-            crash: "no",
-            instances: "no: each instance has its own memory (needs sticky routing)",
-            revocation: "yes",
-        },
-        SessionBackend::Database => BackendFacts {
-            location: "the sessions table of the app database",
-            restart: "yes",
-            crash: "yes, every committed write",
-            instances: "yes on PostgreSQL; on SQLite, instances on one host sharing the file",
-            revocation: "yes",
-        },
-        SessionBackend::Redis => BackendFacts {
-            location: "Redis keys with a time-to-live",
-            restart: "yes, if Redis keeps its data",
-            crash: "yes",
-            instances: "yes",
-            revocation: "yes",
-        },
     }
 }

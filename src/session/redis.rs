@@ -2,26 +2,61 @@
 //!
 //! actix-session ships a Redis store, but its `update` saves the state under a new key when the
 //! old one has vanished, so a request racing a logout brings the session back, and it cannot
-//! list a user's sessions. This store uses `SET ... XX` for updates (never re-creating) and
-//! keeps `user:<id>` sets for /account, cleaned as their sessions expire.
+//! list a user's sessions. This store saves through one Lua script that never re-creates a
+//! deleted key and, given a version, saves only onto that version, so two requests of one
+//! session cannot overwrite each other; it keeps `user:<id>` sets for /account, cleaned as
+//! their sessions expire. Key names hold a SHA-256 of the session key, never the key itself.
 
 use std::time::Duration;
 
 use redis::{AsyncCommands as _, aio::ConnectionManager};
 
 use super::{
-    SessionSummary,
+    SessionSummary, key_hash,
     state::{self, State},
 };
 
 /// How long one Redis command may take before the request answers 503 instead of hanging.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Saves a session's state (`version state`) if the key is live and, unless `ARGV[1]` is `*`,
+/// still at version `ARGV[1]`; an empty `ARGV[2]` deletes it. Returns the new version, or -1
+/// when the key is gone or at another version. A value without a version (written before
+/// versions existed) counts as version 0.
+const SWAP: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return -1 end
+local v = 0
+if string.sub(cur, 1, 1) ~= '{' then
+  v = tonumber(string.sub(cur, 1, string.find(cur, ' ', 1, true) - 1)) or 0
+end
+if ARGV[1] ~= '*' and tostring(v) ~= ARGV[1] then return -1 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], (v + 1) .. ' ' .. ARGV[2], 'EX', ARGV[3])
+end
+return v + 1
+";
+
 /// Sessions in Redis, shared by every instance that uses the same Redis and prefix.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    /// How long a session lives past its last save (the idle timeout).
+    ttl: Duration,
+}
+
+/// A stored value: `<version> <state JSON>`, or the bare JSON of version 0.
+fn decode(value: &str) -> Option<(State, u64)> {
+    let (version, json) = if value.starts_with('{') {
+        (0, value)
+    } else {
+        let (version, json) = value.split_once(' ')?;
+        (version.parse().ok()?, json)
+    };
+    Some((serde_json::from_str(json).ok()?, version))
 }
 
 fn ttl_secs(ttl: Duration) -> u64 {
@@ -29,8 +64,9 @@ fn ttl_secs(ttl: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// A store on `url`; it connects lazily and reconnects by itself after an outage.
-    pub fn new(url: &str, prefix: &str) -> redis::RedisResult<Self> {
+    /// A store on `url` whose sessions live `ttl` past their last save; it connects lazily and
+    /// reconnects by itself after an outage.
+    pub fn new(url: &str, prefix: &str, ttl: Duration) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -39,29 +75,31 @@ impl RedisStore {
         Ok(Self {
             conn: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix: prefix.to_owned(),
+            ttl,
         })
     }
 
-    fn session_key(&self, key: &str) -> String {
-        format!("{}session:{key}", self.prefix)
+    /// The Redis key of a session, by the hash of its session key.
+    fn session_key(&self, hash: &str) -> String {
+        format!("{}session:{hash}", self.prefix)
     }
 
     fn user_key(&self, user_id: i64) -> String {
         format!("{}user:{user_id}", self.prefix)
     }
 
-    /// Records `key` among the user's sessions; the set lives as long as its newest session.
+    /// Records a session (by hash) among the user's; the set lives as long as its newest session.
     async fn index(
         &self,
         user_id: Option<i64>,
-        key: &str,
+        hash: &str,
         ttl: Duration,
     ) -> redis::RedisResult<()> {
         if let Some(user_id) = user_id {
             let set = self.user_key(user_id);
             let mut conn = self.conn.clone();
             redis::pipe()
-                .sadd(&set, key)
+                .sadd(&set, hash)
                 .ignore()
                 .expire(&set, i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX))
                 .ignore()
@@ -73,48 +111,87 @@ impl RedisStore {
 
     /// The state of a live session.
     pub async fn load(&self, key: &str) -> redis::RedisResult<Option<State>> {
+        Ok(self.load_versioned(key).await?.map(|(state, _)| state))
+    }
+
+    /// The state of a live session and its version.
+    pub async fn load_versioned(&self, key: &str) -> redis::RedisResult<Option<(State, u64)>> {
         let mut conn = self.conn.clone();
-        let json: Option<String> = conn.get(self.session_key(key)).await?;
-        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+        let value: Option<String> = conn.get(self.session_key(&key_hash(key))).await?;
+        Ok(value.as_deref().and_then(decode))
     }
 
     /// Stores a new session under a fresh key (`SET NX`, retrying a collision).
     pub async fn save(&self, state: &State, ttl: Duration) -> redis::RedisResult<String> {
-        let json = serde_json::to_string(state).unwrap_or_default();
+        let value = format!("0 {}", serde_json::to_string(state).unwrap_or_default());
         let mut conn = self.conn.clone();
         loop {
             let key = state::random_key();
+            let hash = key_hash(&key);
             let created: Option<String> = redis::cmd("SET")
-                .arg(self.session_key(&key))
-                .arg(&json)
+                .arg(self.session_key(&hash))
+                .arg(&value)
                 .arg("NX")
                 .arg("EX")
                 .arg(ttl_secs(ttl))
                 .query_async(&mut conn)
                 .await?;
             if created.is_some() {
-                self.index(state::user_id_of(state), &key, ttl).await?;
+                self.index(state::user_id_of(state), &hash, ttl).await?;
                 return Ok(key);
             }
         }
     }
 
-    /// Replaces the state of a live session (`SET XX`): a session deleted meanwhile stays deleted.
-    pub async fn update(&self, key: &str, state: &State, ttl: Duration) -> redis::RedisResult<()> {
-        let json = serde_json::to_string(state).unwrap_or_default();
+    /// Runs [`SWAP`]: the new version, or `None` when the key is gone or at another version.
+    async fn run_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        state: &State,
+        ttl: Duration,
+    ) -> redis::RedisResult<Option<u64>> {
+        let hash = key_hash(key);
+        let json = if state.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(state).unwrap_or_default()
+        };
         let mut conn = self.conn.clone();
-        let updated: Option<String> = redis::cmd("SET")
-            .arg(self.session_key(key))
+        let version: i64 = redis::cmd("EVAL")
+            .arg(SWAP)
+            .arg(1)
+            .arg(self.session_key(&hash))
+            .arg(expected.map_or_else(|| "*".to_owned(), |v| v.to_string()))
             .arg(json)
-            .arg("XX")
-            .arg("EX")
             .arg(ttl_secs(ttl))
             .query_async(&mut conn)
             .await?;
-        if updated.is_some() {
-            self.index(state::user_id_of(state), key, ttl).await?;
+        let Ok(version) = u64::try_from(version) else {
+            return Ok(None);
+        };
+        // An ended session leaves the user set when the set is next listed.
+        if !state.is_empty() {
+            self.index(state::user_id_of(state), &hash, ttl).await?;
         }
-        Ok(())
+        Ok(Some(version))
+    }
+
+    /// Saves `state` only if the session is still at version `expected` (an empty state ends
+    /// it); returns the new version, or `None` when it changed or ended meanwhile.
+    pub async fn swap(
+        &self,
+        key: &str,
+        expected: u64,
+        state: &State,
+    ) -> redis::RedisResult<Option<u64>> {
+        self.run_swap(key, Some(expected), state, self.ttl).await
+    }
+
+    /// Replaces the state of a live session whatever its version: a session deleted meanwhile
+    /// stays deleted.
+    pub async fn update(&self, key: &str, state: &State, ttl: Duration) -> redis::RedisResult<()> {
+        self.run_swap(key, None, state, ttl).await.map(drop)
     }
 
     /// Extends a live session.
@@ -122,7 +199,7 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let _: bool = conn
             .expire(
-                self.session_key(key),
+                self.session_key(&key_hash(key)),
                 i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX),
             )
             .await?;
@@ -131,21 +208,26 @@ impl RedisStore {
 
     /// Deletes a session and its entry in the user's set.
     pub async fn delete(&self, key: &str) -> redis::RedisResult<()> {
+        self.delete_hashed(&key_hash(key)).await
+    }
+
+    async fn delete_hashed(&self, hash: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let old: Option<String> = redis::cmd("GETDEL")
-            .arg(self.session_key(key))
+            .arg(self.session_key(hash))
             .query_async(&mut conn)
             .await?;
         let user_id = old
-            .and_then(|j| serde_json::from_str::<State>(&j).ok())
-            .and_then(|s| state::user_id_of(&s));
+            .as_deref()
+            .and_then(decode)
+            .and_then(|(s, _)| state::user_id_of(&s));
         if let Some(user_id) = user_id {
-            let _: i64 = conn.srem(self.user_key(user_id), key).await?;
+            let _: i64 = conn.srem(self.user_key(user_id), hash).await?;
         }
         Ok(())
     }
 
-    /// The user's sessions with their state; keys whose session expired leave the set.
+    /// The user's sessions (by hash) with their state; sessions that expired leave the set.
     async fn live_sessions_of(&self, user_id: i64) -> redis::RedisResult<Vec<(String, State)>> {
         let mut conn = self.conn.clone();
         let set = self.user_key(user_id);
@@ -158,10 +240,10 @@ impl RedisStore {
             redis::cmd("MGET").arg(&full).query_async(&mut conn).await?;
         let mut live = Vec::new();
         let mut dead = Vec::new();
-        for (key, json) in keys.into_iter().zip(states) {
-            match json.and_then(|j| serde_json::from_str::<State>(&j).ok()) {
-                Some(state) => live.push((key, state)),
-                None => dead.push(key),
+        for (hash, value) in keys.into_iter().zip(states) {
+            match value.as_deref().and_then(decode) {
+                Some((state, _)) => live.push((hash, state)),
+                None => dead.push(hash),
             }
         }
         if !dead.is_empty() {
@@ -190,9 +272,9 @@ impl RedisStore {
     /// Deletes every session of a user except `keep_sid`'s.
     pub async fn revoke_others(&self, user_id: i64, keep_sid: &str) -> redis::RedisResult<u64> {
         let mut revoked = 0;
-        for (key, state) in self.live_sessions_of(user_id).await? {
+        for (hash, state) in self.live_sessions_of(user_id).await? {
             if state::meta_of(&state).is_some_and(|m| m.sid != keep_sid) {
-                self.delete(&key).await?;
+                self.delete_hashed(&hash).await?;
                 revoked += 1;
             }
         }

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
-
 use super::{
-    SessionSummary,
+    SessionSummary, key_hash,
     state::{self, State},
 };
 use crate::{db::Db, domain::now_epoch};
@@ -14,14 +12,8 @@ use crate::{db::Db, domain::now_epoch};
 #[derive(Clone)]
 pub struct SqlStore {
     db: Db,
-}
-
-/// Hex SHA-256 of a session key.
-fn key_hash(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    /// How long a session lives past its last save (the idle timeout).
+    ttl: Duration,
 }
 
 fn ttl_secs(ttl: Duration) -> i64 {
@@ -29,9 +21,65 @@ fn ttl_secs(ttl: Duration) -> i64 {
 }
 
 impl SqlStore {
-    /// A store on the app database's pool.
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    /// A store on the app database's pool whose sessions live `ttl` past their last save.
+    pub fn new(db: Db, ttl: Duration) -> Self {
+        Self { db, ttl }
+    }
+
+    /// The state of a live session and its version.
+    pub async fn load_versioned(&self, key: &str) -> Result<Option<(State, u64)>, sqlx::Error> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT state, version FROM sessions WHERE key_hash = $1 AND expires_at > $2",
+        )
+        .bind(key_hash(key))
+        .bind(now_epoch())
+        .fetch_optional(&self.db.pool)
+        .await?;
+        // Undecodable state is treated as no session rather than an error.
+        Ok(row.and_then(|(json, version)| {
+            let state = serde_json::from_str(&json).ok()?;
+            Some((state, u64::try_from(version).unwrap_or_default()))
+        }))
+    }
+
+    /// Saves `state` only if the row is still live at version `expected` (an empty state ends
+    /// the session); returns the new version, or `None` when it changed or ended meanwhile.
+    /// One statement: the database's row lock makes the check and the write atomic.
+    pub async fn swap(
+        &self,
+        key: &str,
+        expected: u64,
+        state: &State,
+    ) -> Result<Option<u64>, sqlx::Error> {
+        let expected_i = i64::try_from(expected).unwrap_or(i64::MAX);
+        let now = now_epoch();
+        let changed = if state.is_empty() {
+            sqlx::query("DELETE FROM sessions WHERE key_hash = $1 AND version = $2")
+                .bind(key_hash(key))
+                .bind(expected_i)
+                .execute(&self.db.pool)
+                .await?
+        } else {
+            let json =
+                serde_json::to_string(state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let meta = state::meta_of(state);
+            sqlx::query(
+                "UPDATE sessions SET state = $3, sid = $4, user_id = $5, last_seen_at = $6, \
+                 expires_at = $7, version = version + 1 \
+                 WHERE key_hash = $1 AND version = $2 AND expires_at > $8",
+            )
+            .bind(key_hash(key))
+            .bind(expected_i)
+            .bind(&json)
+            .bind(meta.as_ref().map(|m| m.sid.clone()))
+            .bind(state::user_id_of(state))
+            .bind(meta.map_or(now, |m| m.last_seen))
+            .bind(now.saturating_add(ttl_secs(self.ttl)))
+            .bind(now)
+            .execute(&self.db.pool)
+            .await?
+        };
+        Ok((changed.rows_affected() == 1).then_some(expected + 1))
     }
 
     /// The state of a session that exists and has not expired.
@@ -73,15 +121,15 @@ impl SqlStore {
         }
     }
 
-    /// Updates a live session. A row deleted meanwhile (logout, revoke) is never re-created:
+    /// Updates a live session whatever its version. A row deleted meanwhile (logout, revoke) is never re-created:
     /// a request racing a logout must not bring the session back.
     pub async fn update(&self, key: &str, state: &State, ttl: Duration) -> Result<(), sqlx::Error> {
         let json = serde_json::to_string(state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let now = now_epoch();
         let meta = state::meta_of(state);
         sqlx::query(
-            "UPDATE sessions SET state = $2, sid = $3, user_id = $4, last_seen_at = $5, expires_at = $6 \
-             WHERE key_hash = $1",
+            "UPDATE sessions SET state = $2, sid = $3, user_id = $4, last_seen_at = $5, \
+             expires_at = $6, version = version + 1 WHERE key_hash = $1",
         )
         .bind(key_hash(key))
         .bind(&json)

@@ -1,13 +1,18 @@
-//! The typed session: every session key is a constant here, and handlers use only these methods.
+//! The typed session: every session key is a constant here, handlers use only these methods,
+//! and every change goes through one write path.
 
-use std::{collections::HashMap, future::Ready};
+use std::{collections::HashMap, convert::Infallible, future::Ready};
 
-use actix_session::{Session, SessionExt as _};
-use actix_web::{FromRequest, HttpRequest, dev::Payload};
+use actix_session::{Session, SessionExt as _, SessionStatus};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, dev::Payload, web};
 use rand::distr::{Alphanumeric, SampleString as _};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::CookieBudget;
+use super::{
+    Store, StoreError,
+    budget::{CookieBudget, MAX_COOKIE_BYTES},
+    timeouts::SharedNotices,
+};
 use crate::domain::cart::Cart;
 
 /// Session key of the logged-in user.
@@ -52,33 +57,137 @@ pub struct Flash {
     pub text: String,
 }
 
+impl Flash {
+    /// A confirmation.
+    pub fn info(text: impl Into<String>) -> Self {
+        Self {
+            error: false,
+            text: text.into(),
+        }
+    }
+
+    /// Something went wrong or ended.
+    pub fn error(text: impl Into<String>) -> Self {
+        Self {
+            error: true,
+            text: text.into(),
+        }
+    }
+}
+
+/// The store's bookkeeping inside a loaded state: which record it came from and its version.
+/// Only server-side stores add it; it never reaches a page, a cookie or the stored state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Loaded {
+    /// The session key.
+    pub k: String,
+    /// The version the state was loaded (or last saved) at.
+    pub v: u64,
+    /// Set once this request saved its change itself: the middleware then has nothing to do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub saved: bool,
+}
+
+/// Entry name of [`Loaded`] inside the state a server-side store loads.
+pub const LOADED: &str = "~";
+
 /// The session of this request, through typed accessors only.
-pub struct TypedSession(Session);
+///
+/// Reads come from the state the middleware loaded. Every write goes through one path,
+/// [`TypedSession::change`]: a function applied to the state and, on a server-side store,
+/// saved with compare-and-swap against the version that was loaded. When another request of
+/// the same session saved first, the function runs again on the fresh state, so parallel
+/// requests never undo each other's acknowledged changes.
+pub struct TypedSession {
+    session: Session,
+    store: Option<web::Data<Store>>,
+    locks: Option<web::Data<WriteLocks>>,
+    budget: Option<web::Data<CookieBudget>>,
+    notices: Option<SharedNotices>,
+}
 
 impl FromRequest for TypedSession {
     type Error = actix_web::Error;
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(Ok(Self(req.get_session())))
+        std::future::ready(Ok(Self::of(req)))
     }
 }
 
+/// Bounded retries of a change that keeps losing the race to other requests of its session.
+const MAX_ATTEMPTS: u64 = 16;
+
+/// Changes of one session queue behind each other within this process, so their
+/// compare-and-swap saves do not keep failing each other; the version check still decides
+/// between instances. Striped: a fixed number of locks, chosen by a hash of the session key.
+pub struct WriteLocks(Box<[tokio::sync::Mutex<()>]>);
+
+impl WriteLocks {
+    const STRIPES: usize = 256;
+
+    /// One lock per stripe.
+    pub fn new() -> Self {
+        Self(
+            (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        )
+    }
+
+    fn of(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher as _, RandomState};
+        static SEED: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+        let hash = SEED.get_or_init(RandomState::new).hash_one(key);
+        // The remainder is below STRIPES, so it fits a usize.
+        &self.0[usize::try_from(hash % Self::STRIPES as u64).unwrap_or_default()]
+    }
+}
+
+impl Default for WriteLocks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a session change did not happen. The session is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError<E> {
+    /// The change itself refused (for example: the cart is full); nothing was written.
+    #[error("refused")]
+    Refused(E),
+    /// On the cookie backend, the cookie would outgrow what browsers keep.
+    #[error("the session cookie would pass {MAX_COOKIE_BYTES} bytes")]
+    TooLarge {
+        /// The configured `cart_max_lines`, for the message.
+        max_lines: usize,
+    },
+    /// The session no longer exists on the server (logged out, revoked or expired meanwhile).
+    #[error("the session ended")]
+    Ended,
+    /// Other requests of this session kept saving first; the client may retry.
+    #[error("too many parallel changes to one session")]
+    Busy,
+    /// The store did not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl TypedSession {
-    /// Wraps the session of a request (used by middleware).
-    pub fn of(session: Session) -> Self {
-        Self(session)
+    /// The session of a request, with the store and cookie budget of its app.
+    pub fn of(req: &HttpRequest) -> Self {
+        Self {
+            session: req.get_session(),
+            store: req.app_data::<web::Data<Store>>().cloned(),
+            locks: req.app_data::<web::Data<WriteLocks>>().cloned(),
+            budget: req.app_data::<web::Data<CookieBudget>>().cloned(),
+            notices: req.extensions().get::<SharedNotices>().cloned(),
+        }
     }
 
     /// A value that fails to decode is treated as absent: a stale or tampered entry never errors.
     fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        self.0.get(key).ok().flatten()
-    }
-
-    fn set<T: Serialize>(&self, key: &str, value: &T) {
-        if let Err(err) = self.0.insert(key, value) {
-            tracing::error!(error = %err, key, "could not encode a session value");
-        }
+        self.session.get(key).ok().flatten()
     }
 
     /// The logged-in user, if any.
@@ -91,109 +200,257 @@ impl TypedSession {
         self.get(META)
     }
 
-    /// Starts a login: a new session id (no fixation), the user, and fresh metadata.
-    pub fn log_in(&self, user: SessionUser, now: i64) {
-        self.0.clear();
-        self.0.renew();
-        self.set(USER, &user);
-        self.set(
-            META,
-            &Meta {
-                sid: Alphanumeric.sample_string(&mut rand::rng(), 24),
-                issued_at: now,
-                last_seen: now,
-            },
-        );
-    }
-
-    /// Ends the session: the store forgets it and the cookie is removed.
-    pub fn log_out(&self) {
-        self.0.purge();
-    }
-
-    /// Ends an expired login but keeps a session for the message that explains it.
-    pub fn expire(&self, message: &str) {
-        self.0.clear();
-        self.0.renew();
-        self.set_flash(true, message);
-    }
-
-    /// Records activity now (only called when the stored value is old enough to matter).
-    pub fn touch(&self, mut meta: Meta, now: i64) {
-        meta.last_seen = now;
-        self.set(META, &meta);
-    }
-
-    /// Leaves a message for the next page.
-    pub fn set_flash(&self, error: bool, text: &str) {
-        self.set(
-            FLASH,
-            &Flash {
-                error,
-                text: text.to_owned(),
-            },
-        );
-    }
-
-    /// Takes the message left for this page, if any. A session left with nothing in it is
-    /// ended, so the browser does not keep a cookie for an empty session.
-    pub fn take_flash(&self) -> Option<Flash> {
-        if !self.0.contains_key(FLASH) {
-            return None;
-        }
-        let flash = self.get(FLASH);
-        self.0.remove(FLASH);
-        if self.is_empty() {
-            self.0.purge();
-        }
-        flash
-    }
-
-    /// Whether the session holds nothing at all.
-    pub fn is_empty(&self) -> bool {
-        self.0.entries().is_empty()
-    }
-
     /// The cart (empty when there is none or it cannot be read).
     pub fn cart(&self) -> Cart {
         self.get(CART).unwrap_or_default()
     }
 
-    /// Stores a changed cart and the message saying what happened, or refuses both (leaving
-    /// the session as it was) when the cookie would grow past what browsers keep.
-    pub fn set_cart(
-        &self,
-        cart: &Cart,
-        flash: &str,
-        budget: &CookieBudget,
-    ) -> Result<(), StateTooLarge> {
-        let mut next: State = self.0.entries().clone();
-        next.insert(CART.to_owned(), to_json(cart));
-        next.insert(
-            FLASH.to_owned(),
-            to_json(&Flash {
-                error: false,
-                text: flash.to_owned(),
-            }),
-        );
-        if !budget.fits(&next) {
-            return Err(StateTooLarge);
-        }
-        self.set(CART, cart);
-        self.set_flash(false, flash);
-        Ok(())
+    /// Whether the session holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.session.entries().keys().all(|k| k == LOADED)
     }
 
     /// Every entry as stored, for the inspector.
     pub fn entries(&self) -> Vec<(String, String)> {
         let mut entries: Vec<_> = self
-            .0
+            .session
             .entries()
             .iter()
+            .filter(|(k, _)| k.as_str() != LOADED)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         entries.sort();
         entries
+    }
+
+    /// Starts a login: a new session id (no fixation), the user, and fresh metadata. The new
+    /// key has no other requests yet, so the middleware saves it as a new record.
+    pub fn log_in(&self, user: SessionUser, now: i64) {
+        self.session.clear();
+        self.session.renew();
+        self.put(USER, &to_json(&user));
+        self.put(
+            META,
+            &to_json(&Meta {
+                sid: Alphanumeric.sample_string(&mut rand::rng(), 24),
+                issued_at: now,
+                last_seen: now,
+            }),
+        );
+    }
+
+    /// Ends an expired login; the request goes on without one (and may log in afresh). A
+    /// session still empty when the request ends keeps no record and no cookie.
+    pub fn end(&self) {
+        self.session.clear();
+        self.session.renew();
+    }
+
+    /// Ends the session: the store forgets it and the cookie is removed. Nothing a racing
+    /// request saves afterwards brings it back (stores never re-create a deleted record).
+    pub fn log_out(&self) {
+        self.session.purge();
+    }
+
+    /// Applies `change` to the session state and saves it, or answers why not (the session is
+    /// then unchanged). The function may run more than once, on fresher state each time: it
+    /// must decide from the [`Draft`] it is given, not from what the handler read earlier.
+    pub async fn change<T, E>(
+        &self,
+        mut change: impl FnMut(&mut Draft<'_>) -> Result<T, E>,
+    ) -> Result<T, ChangeError<E>> {
+        let (mut current, loaded) = self.snapshot();
+        let (Some(store), Some(loaded)) = (self.store.as_deref(), loaded) else {
+            // The state travels with this response: the cookie backend, or a session this
+            // request creates (a new key no other request knows yet).
+            let mut next = current.clone();
+            let out = change(&mut Draft(&mut next)).map_err(ChangeError::Refused)?;
+            if next != current {
+                if let Some(budget) = self.budget.as_deref()
+                    && !budget.fits(&next)
+                {
+                    return Err(ChangeError::TooLarge {
+                        max_lines: budget.max_lines(),
+                    });
+                }
+                self.replace(next, None);
+            }
+            return Ok(out);
+        };
+        let mut version = loaded.v;
+        let lock = self.locks.as_deref().map(|locks| locks.of(&loaded.k));
+        let _queued = match lock {
+            None => None,
+            Some(lock) => match lock.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(_) => {
+                    // Another request of this session is saving: wait, then start from its
+                    // result rather than from what this request loaded.
+                    let guard = lock.lock().await;
+                    (current, version) = self.reload(store, &loaded.k).await?;
+                    Some(guard)
+                }
+            },
+        };
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                // Lost to another instance: back off a little, at random, before trying again.
+                let pause = rand::random_range(0..=attempt);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            let mut next = current.clone();
+            let out = change(&mut Draft(&mut next)).map_err(ChangeError::Refused)?;
+            if next == current {
+                return Ok(out);
+            }
+            if let Some(saved) = store.swap(&loaded.k, version, &next).await? {
+                let gone = next.is_empty();
+                self.replace(
+                    next,
+                    Some(Loaded {
+                        k: loaded.k,
+                        v: saved,
+                        saved: true,
+                    }),
+                );
+                if gone {
+                    // The record is deleted; the middleware clears the cookie.
+                    self.session.purge();
+                }
+                return Ok(out);
+            }
+            (current, version) = self.reload(store, &loaded.k).await?;
+        }
+        tracing::warn!("gave up a session change after {MAX_ATTEMPTS} conflicting saves");
+        Err(ChangeError::Busy)
+    }
+
+    /// The state as the store holds it now; a session gone meanwhile (logout, revocation,
+    /// expiry) stays gone, and this request ends it for the browser too.
+    async fn reload<E>(&self, store: &Store, key: &str) -> Result<(State, u64), ChangeError<E>> {
+        match store.load_versioned(key).await? {
+            Some(fresh) => Ok(fresh),
+            None => {
+                self.session.purge();
+                Err(ChangeError::Ended)
+            }
+        }
+    }
+
+    /// Leaves a message for the next page.
+    pub async fn set_flash(&self, flash: Flash) -> Result<(), ChangeError<Infallible>> {
+        self.change(|s| {
+            s.set_flash(flash.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes the message left for this page, if any. A session left with nothing in it is
+    /// ended, so the browser does not keep a cookie for an empty session.
+    /// A notice of an ended session (carried without server state) comes after the session's
+    /// own message.
+    pub async fn take_flash(&self) -> Result<Option<Flash>, ChangeError<Infallible>> {
+        if self.session.contains_key(FLASH)
+            && let Some(flash) = self.change(|s| Ok(s.take_flash())).await?
+        {
+            return Ok(Some(flash));
+        }
+        let notice = self.notices.as_ref().and_then(|n| n.borrow_mut().take());
+        Ok(notice.map(|n| Flash::error(n.text())))
+    }
+
+    /// The state without the store's bookkeeping, and that bookkeeping if the state was loaded
+    /// from a server-side store.
+    fn snapshot(&self) -> (State, Option<Loaded>) {
+        let mut state = self.session.entries().clone();
+        let loaded = state
+            .remove(LOADED)
+            .and_then(|json| serde_json::from_str::<Loaded>(&json).ok())
+            .filter(|_| self.session.status() != SessionStatus::Renewed);
+        (state, loaded)
+    }
+
+    /// Makes `next` the state of this request (and what the middleware sends or saves).
+    fn replace(&self, next: State, loaded: Option<Loaded>) {
+        let entries = self.session.entries().clone();
+        for key in entries.keys() {
+            if key != LOADED && !next.contains_key(key) {
+                self.session.remove(key);
+            }
+        }
+        for (key, value) in &next {
+            if entries.get(key) != Some(value) {
+                self.put(key, value);
+            }
+        }
+        if let Some(loaded) = loaded {
+            self.put(LOADED, &to_json(&loaded));
+        }
+    }
+
+    /// Stores an already encoded JSON value as is.
+    fn put(&self, key: &str, json: &str) {
+        let value = serde_json::value::RawValue::from_string(json.to_owned());
+        match value {
+            Ok(value) => {
+                if let Err(err) = self.session.insert(key, value) {
+                    tracing::error!(error = %err, key, "could not store a session value");
+                }
+            }
+            Err(err) => tracing::error!(error = %err, key, "a session value is not JSON"),
+        }
+    }
+}
+
+/// The session state as a change sees it: typed reads and writes over the raw entries.
+pub struct Draft<'a>(&'a mut State);
+
+impl Draft<'_> {
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.0.get(key).and_then(|v| serde_json::from_str(v).ok())
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<SessionUser> {
+        self.get(USER)
+    }
+
+    /// The login metadata, if logged in.
+    pub fn meta(&self) -> Option<Meta> {
+        self.get(META)
+    }
+
+    /// The cart as it is now.
+    pub fn cart(&self) -> Cart {
+        self.get(CART).unwrap_or_default()
+    }
+
+    /// Replaces the cart.
+    pub fn set_cart(&mut self, cart: &Cart) {
+        self.0.insert(CART.to_owned(), to_json(cart));
+    }
+
+    /// Leaves a message for the next page.
+    pub fn set_flash(&mut self, flash: Flash) {
+        self.0.insert(FLASH.to_owned(), to_json(&flash));
+    }
+
+    /// Takes the message left for this page.
+    pub fn take_flash(&mut self) -> Option<Flash> {
+        self.0
+            .remove(FLASH)
+            .and_then(|v| serde_json::from_str(&v).ok())
+    }
+
+    /// Records activity at `now`; never moves it backwards, and does nothing without a login.
+    pub fn touch(&mut self, now: i64) {
+        if let Some(mut meta) = self.meta()
+            && meta.last_seen < now
+        {
+            meta.last_seen = now;
+            self.0.insert(META.to_owned(), to_json(&meta));
+        }
     }
 }
 
@@ -214,10 +471,6 @@ pub fn meta_of(state: &State) -> Option<Meta> {
 pub fn random_key() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 64)
 }
-
-/// A session change refused because the cookie would exceed what browsers keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateTooLarge;
 
 /// A value encoded the way the session layer stores it.
 fn to_json<T: Serialize>(value: &T) -> String {

@@ -46,7 +46,7 @@ pub async fn page(
     super::private_page(&AccountPage {
         site: &site,
         nav: Nav::of(&me.session, "account"),
-        flash: me.session.take_flash(),
+        flash: me.session.take_flash().await?,
         username: me.user.name.clone(),
         sessions,
     })
@@ -58,10 +58,9 @@ pub async fn revoke_others(
     me: LoggedIn,
 ) -> Result<HttpResponse, AppError> {
     if !store.can_list() {
-        me.session.set_flash(
-            true,
-            "The cookie backend keeps no sessions on the server, so there is nothing it could revoke.",
-        );
+        me.session.set_flash(Flash::error("The cookie backend keeps no sessions on the server, so there is nothing it could revoke.",
+        ))
+        .await?;
         return Ok(see_other("/account"));
     }
     let Some(meta) = me.session.meta() else {
@@ -73,6 +72,6 @@ pub async fn revoke_others(
         1 => "Ended 1 other session.".to_owned(),
         n => format!("Ended {n} other sessions."),
     };
-    me.session.set_flash(false, &text);
+    me.session.set_flash(Flash::info(text)).await?;
     Ok(see_other("/account"))
 }

@@ -46,7 +46,7 @@ pub async fn page(
     super::private_page(&AdminPage {
         site: &site,
         nav: Nav::of(&me.session, "admin"),
-        flash: me.session.take_flash(),
+        flash: me.session.take_flash().await?,
         products: catalog::list(&db).await?,
     })
 }
@@ -94,16 +94,15 @@ pub async fn update(
     }
     match catalog::update_product(&db, id, price, stock).await {
         Ok(change) => {
-            me.session.set_flash(
-                false,
-                &format!(
+            me.session
+                .set_flash(Flash::info(format!(
                     "Product #{} now costs {} with {} in stock (catalog version {}).",
                     change.product_id,
                     catalog::Money::from_cents(change.price_cents),
                     change.stock,
                     change.version
-                ),
-            );
+                )))
+                .await?;
             Ok(see_other("/admin/products"))
         }
         Err(CatalogError::UnknownProduct(_)) => Err(AppError::NotFound),

@@ -80,7 +80,7 @@ pub async fn login_form(
     if session.user().is_some() {
         return Ok(see_other(&next));
     }
-    let flash = session.take_flash().or_else(|| {
+    let flash = session.take_flash().await?.or_else(|| {
         if query.loggedout.is_some() {
             Some(Flash {
                 error: false,
@@ -168,7 +168,7 @@ pub async fn register_form(
     super::private_page(&RegisterPage {
         site: &site,
         nav: Nav::of(&session, "register"),
-        flash: session.take_flash(),
+        flash: session.take_flash().await?,
         error: None,
         username: String::new(),
         next,
@@ -212,10 +212,11 @@ pub async fn register(
                 },
                 now_epoch(),
             );
-            session.set_flash(
-                false,
-                &format!("Welcome, {username}! Your account is ready."),
-            );
+            session
+                .set_flash(Flash::info(format!(
+                    "Welcome, {username}! Your account is ready."
+                )))
+                .await?;
             Ok(see_other(&next))
         }
         Err(RegisterError::Taken) => refuse(RegisterError::Taken.to_string()),

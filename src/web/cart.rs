@@ -18,7 +18,7 @@ use crate::{
         catalog::{self, Money, Product, ProductId},
         orders::{self, CheckoutError},
     },
-    session::{CookieBudget, MAX_COOKIE_BYTES, state::Flash},
+    session::state::Flash,
 };
 
 /// A cart line as the page shows it.
@@ -114,7 +114,7 @@ pub async fn page(
     super::private_page(&CartPage {
         site: &site,
         nav: Nav::of(&me.session, "cart"),
-        flash: me.session.take_flash(),
+        flash: me.session.take_flash().await?,
         lines,
         missing,
         total: total.to_string(),
@@ -150,15 +150,6 @@ fn quantity_error(err: QuantityError) -> AppError {
     }
 }
 
-fn too_large(max_lines: usize) -> AppError {
-    AppError::Unprocessable(format!(
-        "That change would make your session cookie larger than the {MAX_COOKIE_BYTES} bytes \
-         browsers keep. This server stores your cart in an encrypted cookie (the cookie \
-         backend), so the cart has to stay small: at most {max_lines} different products, and \
-         fewer when product numbers are long. Your cart is unchanged."
-    ))
-}
-
 fn over_stock(product: &Product, in_cart: u32) -> AppError {
     let left = match product.stock {
         0 => "is sold out".to_owned(),
@@ -184,29 +175,33 @@ fn back_to(req: &HttpRequest) -> String {
     }
 }
 
-/// `POST /cart/add`.
+/// `POST /cart/add`. The change is decided on the cart as the session holds it when saved
+/// (see `TypedSession::change`), so parallel adds never undo each other.
 pub async fn add(
     req: HttpRequest,
     db: web::Data<Db>,
     settings: web::Data<Settings>,
-    budget: web::Data<CookieBudget>,
     me: LoggedIn,
     form: web::Form<LineForm>,
 ) -> Result<HttpResponse, AppError> {
     let (id, product) = product_from_form(&db, form.product_id.as_deref()).await?;
     let quantity =
         Quantity::parse(form.quantity.as_deref().unwrap_or("1")).map_err(quantity_error)?;
-    let mut cart = me.session.cart();
-    let in_cart = cart.quantity_of(id);
-    if i64::from(in_cart + quantity.get()) > product.stock {
-        return Err(over_stock(&product, in_cart));
-    }
-    cart.add(id, quantity, settings.cart_max_lines)
-        .map_err(|e| AppError::Unprocessable(e.to_string()))?;
     let message = format!("Added {} × {} to your cart.", quantity.get(), product.name);
     me.session
-        .set_cart(&cart, &message, &budget)
-        .map_err(|_| too_large(settings.cart_max_lines))?;
+        .change(|s| {
+            let mut cart = s.cart();
+            let in_cart = cart.quantity_of(id);
+            if i64::from(in_cart + quantity.get()) > product.stock {
+                return Err(over_stock(&product, in_cart));
+            }
+            cart.add(id, quantity, settings.cart_max_lines)
+                .map_err(|e| AppError::Unprocessable(e.to_string()))?;
+            s.set_cart(&cart);
+            s.set_flash(Flash::info(message.as_str()));
+            Ok(())
+        })
+        .await?;
     Ok(see_other(&back_to(&req)))
 }
 
@@ -214,8 +209,6 @@ pub async fn add(
 pub async fn update(
     req: HttpRequest,
     db: web::Data<Db>,
-    settings: web::Data<Settings>,
-    budget: web::Data<CookieBudget>,
     me: LoggedIn,
     form: web::Form<LineForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -225,40 +218,44 @@ pub async fn update(
         .as_deref()
         .ok_or_else(|| AppError::BadRequest("The form did not say how many.".to_owned()))?;
     let quantity = Quantity::parse_or_zero(raw).map_err(quantity_error)?;
-    let mut cart = me.session.cart();
-    if let Some(q) = quantity
-        && i64::from(q.get()) > product.stock
-        && q.get() > cart.quantity_of(id)
-    {
-        return Err(over_stock(&product, cart.quantity_of(id)));
-    }
-    cart.set(id, quantity).map_err(|_| {
-        AppError::Unprocessable(format!(
-            "{} is not in your cart, so there is nothing to change.",
-            product.name
-        ))
-    })?;
     let message = match quantity {
         Some(q) => format!("{} now × {}.", product.name, q.get()),
         None => format!("Removed {} from your cart.", product.name),
     };
     me.session
-        .set_cart(&cart, &message, &budget)
-        .map_err(|_| too_large(settings.cart_max_lines))?;
+        .change(|s| {
+            let mut cart = s.cart();
+            if let Some(q) = quantity
+                && i64::from(q.get()) > product.stock
+                && q.get() > cart.quantity_of(id)
+            {
+                return Err(over_stock(&product, cart.quantity_of(id)));
+            }
+            cart.set(id, quantity).map_err(|_| {
+                AppError::Unprocessable(format!(
+                    "{} is not in your cart, so there is nothing to change.",
+                    product.name
+                ))
+            })?;
+            s.set_cart(&cart);
+            s.set_flash(Flash::info(message.as_str()));
+            Ok::<_, AppError>(())
+        })
+        .await?;
     Ok(see_other(&back_to(&req)))
 }
 
 /// `POST /cart/clear`.
-pub async fn clear(
-    budget: web::Data<CookieBudget>,
-    settings: web::Data<Settings>,
-    me: LoggedIn,
-) -> Result<HttpResponse, AppError> {
-    let mut cart = me.session.cart();
-    cart.clear();
+pub async fn clear(me: LoggedIn) -> Result<HttpResponse, AppError> {
     me.session
-        .set_cart(&cart, "Your cart is empty now.", &budget)
-        .map_err(|_| too_large(settings.cart_max_lines))?;
+        .change(|s| {
+            let mut cart = s.cart();
+            cart.clear();
+            s.set_cart(&cart);
+            s.set_flash(Flash::info("Your cart is empty now."));
+            Ok::<_, AppError>(())
+        })
+        .await?;
     Ok(see_other("/cart"))
 }
 
@@ -274,8 +271,6 @@ pub struct CheckoutForm {
 /// so the same form submitted twice (a double click, racing or not) lands on one order.
 pub async fn checkout(
     db: web::Data<Db>,
-    budget: web::Data<CookieBudget>,
-    settings: web::Data<Settings>,
     me: LoggedIn,
     // A client may post no body at all: then the cart as it is now is checked out.
     form: Option<web::Form<CheckoutForm>>,
@@ -301,12 +296,17 @@ pub async fn checkout(
     }
     match orders::checkout(&db, me.user.id, &cart, &key).await {
         Ok(done) => {
-            let mut emptied = cart;
-            emptied.clear();
             let message = format!("Thank you! Order #{} is placed.", done.order_id());
+            // Take out what was ordered; a line added while the order was placed stays.
             me.session
-                .set_cart(&emptied, &message, &budget)
-                .map_err(|_| too_large(settings.cart_max_lines))?;
+                .change(|s| {
+                    let mut now = s.cart();
+                    now.take_ordered(&cart);
+                    s.set_cart(&now);
+                    s.set_flash(Flash::info(message.as_str()));
+                    Ok::<_, AppError>(())
+                })
+                .await?;
             Ok(see_other(&format!("/orders/{}", done.order_id())))
         }
         Err(CheckoutError::EmptyCart) => Err(AppError::Unprocessable(

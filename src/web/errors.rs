@@ -10,7 +10,10 @@ use actix_web::{
 };
 use askama::Template;
 
+use std::convert::Infallible;
+
 use super::{Nav, Site};
+use crate::session::{MAX_COOKIE_BYTES, state::ChangeError};
 
 /// Everything a handler can fail with; the status decides the page, the cause is only logged.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,11 @@ pub enum AppError {
         /// Seconds until a retry may succeed.
         retry_after_secs: u64,
     },
+    /// 503: other requests of the same session kept changing it first; nothing was changed.
+    #[error(
+        "Too many changes to your session arrived at the same moment. Nothing was changed by this one; please try again."
+    )]
+    Busy,
     /// 503: a store this request needs does not answer.
     #[error("{what} is unavailable")]
     Unavailable {
@@ -85,6 +93,32 @@ impl From<crate::session::StoreError> for AppError {
     }
 }
 
+impl<E: Into<AppError>> From<ChangeError<E>> for AppError {
+    fn from(err: ChangeError<E>) -> Self {
+        match err {
+            ChangeError::Refused(refused) => refused.into(),
+            ChangeError::TooLarge { max_lines } => Self::Unprocessable(format!(
+                "That change would make your session cookie larger than the {MAX_COOKIE_BYTES} \
+                 bytes browsers keep. This server stores your cart in an encrypted cookie (the \
+                 cookie backend), so the cart has to stay small: at most {max_lines} different \
+                 products, and fewer when product numbers are long. Your cart is unchanged."
+            )),
+            // Logged out (or revoked, or expired) while this request ran: the session is gone.
+            ChangeError::Ended => Self::LoginRequired {
+                next: "/".to_owned(),
+            },
+            ChangeError::Busy => Self::Busy,
+            ChangeError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<Infallible> for AppError {
+    fn from(never: Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl From<askama::Error> for AppError {
     fn from(err: askama::Error) -> Self {
         Self::Internal(anyhow::Error::new(err).context("rendering a template"))
@@ -101,7 +135,7 @@ impl ResponseError for AppError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,6 +166,9 @@ impl ResponseError for AppError {
             }
             Self::Unavailable { .. } => {
                 res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            }
+            Self::Busy => {
+                res.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
         }

@@ -21,6 +21,7 @@ use crate::{
         now_epoch,
     },
     live::{Lease, LiveEvent, LiveHub},
+    session::Store,
 };
 
 /// The products in the caller's cart: what a lease or a poll is about.
@@ -200,8 +201,8 @@ pub async fn changes(
 }
 
 /// `GET /metrics`: counters of this process, in the Prometheus text format.
-pub async fn metrics(hub: web::Data<Arc<LiveHub>>) -> HttpResponse {
-    let body = format!(
+pub async fn metrics(hub: web::Data<Arc<LiveHub>>, store: web::Data<Store>) -> HttpResponse {
+    let mut body = format!(
         "# HELP statecart_live_leases_active Live-update leases held by this process now.\n\
          # TYPE statecart_live_leases_active gauge\n\
          statecart_live_leases_active {}\n\
@@ -215,6 +216,13 @@ pub async fn metrics(hub: web::Data<Arc<LiveHub>>) -> HttpResponse {
         hub.metrics.events_sent.load(Ordering::Relaxed),
         hub.metrics.leases_expired.load(Ordering::Relaxed),
     );
+    if let Some(held) = store.memory_sessions().await {
+        body.push_str(&format!(
+            "# HELP statecart_memory_sessions Sessions the memory backend holds now.\n\
+             # TYPE statecart_memory_sessions gauge\n\
+             statecart_memory_sessions {held}\n"
+        ));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -47,7 +47,7 @@ pub async fn list(
     super::private_page(&OrdersPage {
         site: &site,
         nav: Nav::of(&me.session, "orders"),
-        flash: me.session.take_flash(),
+        flash: me.session.take_flash().await?,
         orders,
     })
 }
@@ -66,7 +66,7 @@ pub async fn show(
     super::private_page(&OrderPage {
         site: &site,
         nav: Nav::of(&me.session, "orders"),
-        flash: me.session.take_flash(),
+        flash: me.session.take_flash().await?,
         placed: human_time(order.created_at),
         order,
         lines,

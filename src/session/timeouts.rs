@@ -1,0 +1,194 @@
+//! Soft state on every backend: the idle and absolute timeouts, checked on each request, and
+//! the notice that tells a person why their session ended.
+//!
+//! The notice travels in a small cookie of its own, never in the store: a browser that brings
+//! a session the server does not know (expired, revoked, forged) must not make the server
+//! create a record just to say so, or a flood of garbage cookies would fill the store.
+
+use std::{cell::RefCell, rc::Rc};
+
+use actix_web::{
+    HttpMessage as _,
+    body::MessageBody,
+    cookie::{Cookie, SameSite, time::Duration},
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web,
+};
+
+use super::{
+    COOKIE_NAME,
+    state::{ChangeError, TypedSession},
+};
+use crate::{config::Settings, domain::now_epoch, web::errors::AppError};
+
+/// How often a login's last-seen time is rewritten: often enough for the idle timeout to be
+/// accurate, rarely enough that reading a page is not a write on every request.
+pub fn touch_interval_secs(idle_timeout_secs: u64) -> i64 {
+    i64::try_from((idle_timeout_secs / 30).clamp(1, 60)).unwrap_or(60)
+}
+
+/// What a person reads when their browser brings a session the server no longer has.
+pub const SESSION_ENDED: &str = "Your session has ended (it expired, was ended elsewhere, or \
+     the server no longer has it). Please log in again.";
+
+/// Name of the cookie that carries a [`Notice`] to the next page.
+pub const NOTICE_COOKIE: &str = "statecart_notice";
+
+/// Why a session ended, said once on the next page that shows messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// The browser brought a session the server does not have.
+    Ended,
+    /// The idle timeout passed.
+    Idle,
+    /// The absolute timeout passed.
+    MaxLength,
+}
+
+impl Notice {
+    fn code(self) -> &'static str {
+        match self {
+            Self::Ended => "ended",
+            Self::Idle => "idle",
+            Self::MaxLength => "max",
+        }
+    }
+
+    fn parse(code: &str) -> Option<Self> {
+        match code {
+            "ended" => Some(Self::Ended),
+            "idle" => Some(Self::Idle),
+            "max" => Some(Self::MaxLength),
+            _ => None,
+        }
+    }
+
+    /// What the person reads.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Ended => SESSION_ENDED,
+            Self::Idle => "Your session ended after a period of inactivity. Please log in again.",
+            Self::MaxLength => "Your session reached its maximum length. Please log in again.",
+        }
+    }
+}
+
+/// The notice of one request: one brought by the browser, one this request raised, and
+/// whether a page has shown it.
+#[derive(Debug, Default)]
+pub struct Notices {
+    incoming: Option<Notice>,
+    fresh: Option<Notice>,
+    shown: bool,
+}
+
+/// [`Notices`] as request extensions hold them, shared with the handler's session.
+pub type SharedNotices = Rc<RefCell<Notices>>;
+
+impl Notices {
+    /// Takes the notice to show on this page, once.
+    pub fn take(&mut self) -> Option<Notice> {
+        if self.shown {
+            return None;
+        }
+        let notice = self.fresh.or(self.incoming)?;
+        self.shown = true;
+        Some(notice)
+    }
+}
+
+fn notice_cookie(value: &str, secure: bool) -> Cookie<'static> {
+    let mut cookie = Cookie::build(NOTICE_COOKIE, value.to_owned())
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .finish();
+    if value.is_empty() {
+        cookie.make_removal();
+    } else {
+        cookie.set_max_age(Duration::minutes(10));
+    }
+    cookie
+}
+
+/// Enforces the idle and absolute timeouts on every backend, the cookie one included (the times
+/// live inside the encrypted state), refreshes last activity now and then, ends sessions that
+/// are left empty, and carries the notice of an ended session to the page that shows it.
+pub async fn enforce_timeouts(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let settings = req.app_data::<web::Data<Settings>>().cloned();
+    let notices = SharedNotices::new(RefCell::new(Notices {
+        incoming: req
+            .cookie(NOTICE_COOKIE)
+            .and_then(|c| Notice::parse(c.value())),
+        ..Notices::default()
+    }));
+    req.extensions_mut().insert(Rc::clone(&notices));
+    let carried_session = req.cookie(COOKIE_NAME).is_some();
+    let session = TypedSession::of(req.request());
+
+    let mut fresh = None;
+    if let Some(settings) = &settings
+        && let Some(meta) = session.meta()
+    {
+        let now = now_epoch();
+        let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
+        let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
+        if now.saturating_sub(meta.issued_at) >= absolute {
+            session.end();
+            fresh = Some(Notice::MaxLength);
+        } else if now.saturating_sub(meta.last_seen) >= idle {
+            session.end();
+            fresh = Some(Notice::Idle);
+        } else if now.saturating_sub(meta.last_seen)
+            >= touch_interval_secs(settings.idle_timeout_secs)
+        {
+            match session
+                .change(|s| {
+                    s.touch(now);
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .await
+            {
+                Ok(()) | Err(ChangeError::Refused(_) | ChangeError::TooLarge { .. }) => {}
+                // Another request kept saving first: it recorded activity too.
+                Err(ChangeError::Busy) => {}
+                Err(ChangeError::Ended) => fresh = Some(Notice::Ended),
+                Err(ChangeError::Store(err)) => return Err(AppError::from(err).into()),
+            }
+        }
+    } else if session.is_empty() && carried_session {
+        // The browser holds a session the server no longer knows (expired from the store,
+        // revoked, lost in a restart of the memory backend, or never issued).
+        fresh = Some(Notice::Ended);
+    }
+    notices.borrow_mut().fresh = fresh;
+
+    let mut res = next.call(req).await?;
+    if carried_session && session.is_empty() {
+        // Nothing is kept for an empty session: no record, no cookie. (actix-session removes
+        // the cookie only of a session it found; one the store no longer has is removed here.)
+        session.log_out();
+        let stale = Cookie::build(COOKIE_NAME, "").path("/").finish();
+        if let Err(err) = res.response_mut().add_removal_cookie(&stale) {
+            tracing::warn!(error = %err, "could not remove a stale session cookie");
+        }
+    }
+    let notices = notices.borrow();
+    let secure = settings.is_some_and(|s| s.cookie_secure);
+    let cookie = match (notices.fresh, notices.incoming, notices.shown) {
+        (Some(fresh), _, false) => Some(notice_cookie(fresh.code(), secure)),
+        (_, Some(_), true) => Some(notice_cookie("", secure)),
+        _ => None,
+    };
+    if let Some(cookie) = cookie
+        && let Err(err) = res.response_mut().add_cookie(&cookie)
+    {
+        tracing::warn!(error = %err, "could not set the notice cookie");
+    }
+    Ok(res)
+}
