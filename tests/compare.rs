@@ -183,6 +183,32 @@ fn speed_is_measured_for_the_stateless_the_read_and_the_write_scenario() {
 }
 
 #[test]
+fn parallel_writes_lose_nothing_server_side_and_the_cookie_row_shows_its_loss() {
+    for b in BACKENDS {
+        let p = backend(b)
+            .parallel_writes
+            .measured()
+            .expect("parallel writes ran");
+        assert_eq!(p.parallel, 12, "{b}: the default");
+        assert!(p.acknowledged > 0, "{b}: {p:?}");
+        if b == SessionBackend::Cookie {
+            assert!(
+                p.lost > 0,
+                "{b}: each answer carries its own cookie, the last wins: {p:?}"
+            );
+        } else {
+            assert_eq!(p.lost, 0, "{b}: every acknowledged add is kept: {p:?}");
+            assert_eq!(p.kept, p.acknowledged, "{b}");
+        }
+    }
+    let json = std::fs::read_to_string(run().out.join("report.json")).expect("report.json");
+    assert!(json.contains("\"parallel_writes\""), "a field named for it");
+    let table = run().report.to_text();
+    assert!(table.contains("parallel writes"), "{table}");
+    assert!(table.contains("lost 0 of"), "{table}");
+}
+
+#[test]
 fn the_html_report_is_self_contained_with_the_table_and_charts() {
     let html = std::fs::read_to_string(run().out.join("report.html")).expect("report.html");
     assert!(html.contains("<svg"), "charts are inline SVG");

@@ -1,17 +1,18 @@
-//! Experiments 1 to 6: a scripted user against real instances, observing what each backend
-//! keeps through a restart, a crash, a second instance, a logout and idleness, and what its
-//! session weighs as the cart grows.
+//! Experiments 1 to 6 and 8: a scripted user against real instances, observing what each
+//! backend keeps through a restart, a crash, a second instance, a logout and idleness, what its
+//! session weighs as the cart grows, and what it keeps of changes sent at the same moment.
 
 use std::{path::Path, time::Instant};
 
 use anyhow::{Context as _, ensure};
+use futures_util::{StreamExt as _, stream::FuturesUnordered};
 use reqwest::StatusCode;
 
 use super::{
     FOOTPRINT_STEPS,
     instance::{Instance, Sandbox, Signal},
-    report::{Expiry, Footprint, FootprintPoint, Probe, Replay, Seen},
-    user::Browser,
+    report::{Expiry, Footprint, FootprintPoint, ParallelWrites, Probe, Replay, Seen},
+    user::{self, Browser},
 };
 use crate::{config::MAX_CART_LINES, db::Db, domain::catalog};
 
@@ -170,6 +171,91 @@ pub async fn footprint(
             refusal_status: refusal.map(|(_, s)| s),
         },
     })
+}
+
+/// Rounds of the parallel-writes experiment.
+pub const PARALLEL_ROUNDS: usize = 5;
+
+/// 8: `parallel` adds of different products sent at once with one cookie, for
+/// [`PARALLEL_ROUNDS`] rounds; after each round the browser keeps the session cookie of the
+/// answer that arrived last, as a browser does. Then: how many acknowledged adds are in the
+/// cart?
+pub async fn parallel_writes(
+    binary: &Path,
+    sandbox: &Sandbox,
+    parallel: usize,
+) -> anyhow::Result<ParallelWrites> {
+    let stock = i64::try_from(PARALLEL_ROUNDS)?;
+    prepare_catalog(&sandbox.database_url, parallel, stock).await?;
+    let browser = Browser::new()?;
+    let one = Instance::start(binary, sandbox, "one", &[]).await?;
+    browser.register(&one, "ada").await?;
+    let ids: Vec<i64> = browser
+        .products(&one)
+        .await?
+        .into_iter()
+        .filter(|p| p.stock >= stock)
+        .map(|p| p.id)
+        .take(parallel)
+        .collect();
+    ensure!(
+        ids.len() == parallel,
+        "the catalog has {} products with stock for every round, {parallel} needed",
+        ids.len()
+    );
+    let mut cookie = browser.cookie(&one)?;
+    let mut acknowledged = 0;
+    for _ in 0..PARALLEL_ROUNDS {
+        let mut sends: FuturesUnordered<_> = ids
+            .iter()
+            .map(|&id| user::add_with_cookie(&one, &cookie, id))
+            .collect();
+        let mut last_cookie = None;
+        while let Some(answer) = sends.next().await {
+            let (status, set) = answer?;
+            ensure!(
+                status == StatusCode::SEE_OTHER || status == StatusCode::SERVICE_UNAVAILABLE,
+                "a parallel POST /cart/add answered {status}"
+            );
+            if status == StatusCode::SEE_OTHER {
+                acknowledged += 1;
+            }
+            last_cookie = set.or(last_cookie);
+        }
+        drop(sends);
+        if let Some(set) = last_cookie {
+            cookie = set;
+        }
+    }
+    let seen = Browser::with_cookie(&cookie)?.session(&one).await?;
+    one.stop(Signal::Term).await?;
+    ensure!(seen.user.is_some(), "the user was logged out by the run");
+    let kept: usize = seen
+        .cart
+        .iter()
+        .map(|l| usize::try_from(l.quantity).unwrap_or(usize::MAX))
+        .sum();
+    Ok(ParallelWrites {
+        parallel,
+        rounds: PARALLEL_ROUNDS,
+        acknowledged,
+        kept,
+        lost: acknowledged.saturating_sub(kept),
+    })
+}
+
+/// Migrates and seeds the sandbox's database as the app would, makes sure at least `products`
+/// products exist, and gives every product at least `stock` units.
+async fn prepare_catalog(database_url: &str, products: usize, stock: i64) -> anyhow::Result<()> {
+    add_filler_products(database_url, products).await?;
+    let db = Db::connect(database_url).await?;
+    let result = sqlx::query("UPDATE products SET stock = $1 WHERE stock < $1")
+        .bind(stock)
+        .execute(&db.pool)
+        .await
+        .context("stocking the catalog");
+    db.close().await;
+    result.map(drop)
 }
 
 async fn measure(

@@ -403,6 +403,7 @@ struct ReportPage<'a> {
     rows: Vec<Vec<Cell>>,
     footprint_headers: Vec<String>,
     footprint_rows: Vec<DetailRow>,
+    parallel_rows: Vec<DetailRow>,
     speed_rows: Vec<DetailRow>,
     line_charts: Vec<LineChart>,
     bar_charts: Vec<BarChart>,
@@ -431,6 +432,23 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
                 |n| format!("line {n} ({})", f.probe.refusal_status.unwrap_or_default()),
             ));
             Some(DetailRow { cells })
+        })
+        .collect();
+    let parallel_rows = report
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let p = b.parallel_writes.measured()?;
+            Some(DetailRow {
+                cells: vec![
+                    b.variant.clone(),
+                    p.parallel.to_string(),
+                    p.rounds.to_string(),
+                    p.acknowledged.to_string(),
+                    p.kept.to_string(),
+                    p.lost.to_string(),
+                ],
+            })
         })
         .collect();
     let speed_rows = report
@@ -471,6 +489,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
             .collect(),
         footprint_headers,
         footprint_rows,
+        parallel_rows,
         speed_rows,
         line_charts: vec![
             footprint_chart(

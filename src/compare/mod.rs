@@ -50,6 +50,9 @@ pub struct CompareArgs {
     /// Concurrent clients of the speed experiment (1 to 256)
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    /// Adds sent at once per round of the parallel-writes experiment (2 to 64)
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u16).range(2..=64))]
+    pub parallel: u16,
 }
 
 fn parse_backend(value: &str) -> Result<SessionBackend, String> {
@@ -90,6 +93,7 @@ pub async fn compare(binary: &Path, args: CompareArgs, settings: &Settings) -> a
     let runner = Runner {
         binary: binary.to_owned(),
         concurrency: usize::from(args.concurrency),
+        parallel: usize::from(args.parallel),
         duration: Duration::from_secs(args.duration),
         cart_max_lines: settings.cart_max_lines,
     };
@@ -178,6 +182,7 @@ fn write_report(out: &Path, report: &Report) -> anyhow::Result<()> {
 struct Runner {
     binary: PathBuf,
     concurrency: usize,
+    parallel: usize,
     duration: Duration,
     cart_max_lines: usize,
 }
@@ -238,6 +243,20 @@ impl Runner {
                 async |sb| experiments::expiry(bin, sb).await,
             )
             .await;
+        let parallel = self.parallel;
+        let parallel_writes = self
+            .step(
+                target,
+                "parallel writes",
+                |p: &report::ParallelWrites| {
+                    format!(
+                        "{} rounds of {} adds at once: {} acknowledged, {} lost",
+                        p.rounds, p.parallel, p.acknowledged, p.lost
+                    )
+                },
+                async |sb| experiments::parallel_writes(bin, sb, parallel).await,
+            )
+            .await;
         let max = self.cart_max_lines;
         let footprint = self
             .step(
@@ -286,6 +305,7 @@ impl Runner {
             expiry,
             footprint,
             speed,
+            parallel_writes,
         }
     }
 

@@ -76,6 +76,29 @@ pub struct BackendReport {
     pub footprint: Outcome<Footprint>,
     /// 7. Requests per second and latency.
     pub speed: Outcome<Speed>,
+    /// 8. Changes sent at the same moment with one cookie: how many are kept.
+    #[serde(default = "not_run")]
+    pub parallel_writes: Outcome<ParallelWrites>,
+}
+
+/// A report written before an experiment existed has no result for it.
+fn not_run<T>() -> Outcome<T> {
+    Outcome::Skipped("not part of this run".to_owned())
+}
+
+/// Parallel writes on one session: adds of different products sent at once, several rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParallelWrites {
+    /// Requests sent at once in each round.
+    pub parallel: usize,
+    /// Rounds.
+    pub rounds: usize,
+    /// Adds answered 303 ("added").
+    pub acknowledged: usize,
+    /// Units in the cart afterwards.
+    pub kept: usize,
+    /// Acknowledged adds missing from the cart.
+    pub lost: usize,
 }
 
 /// How one experiment went.
@@ -247,6 +270,8 @@ pub struct Expected {
     pub instances: bool,
     /// A pre-logout cookie still logs in.
     pub replay_accepted: bool,
+    /// Parallel changes of one session are all kept.
+    pub parallel_lossless: bool,
 }
 
 impl Expected {
@@ -258,6 +283,7 @@ impl Expected {
             crash: server_keeps,
             instances: server_keeps,
             replay_accepted: backend == SessionBackend::Cookie,
+            parallel_lossless: backend != SessionBackend::Cookie,
         }
     }
 }
@@ -297,13 +323,14 @@ impl Cell {
 }
 
 /// Headers of the summary table: the backend, then one column per experiment.
-pub const COLUMNS: [&str; 8] = [
+pub const COLUMNS: [&str; 9] = [
     "backend",
     "restart",
     "crash",
     "2 instances",
     "logout replay",
     "idle expiry",
+    "parallel writes",
     "footprint",
     "speed (req/s)",
 ];
@@ -355,6 +382,7 @@ impl BackendReport {
             expiry: Outcome::Skipped(reason.clone()),
             footprint: Outcome::Skipped(reason.clone()),
             speed: Outcome::Skipped(reason.clone()),
+            parallel_writes: Outcome::Skipped(reason.clone()),
             skipped: Some(reason),
         }
     }
@@ -375,6 +403,7 @@ impl BackendReport {
             ("idle expiry", why(&self.expiry)),
             ("footprint", why(&self.footprint)),
             ("speed", why(&self.speed)),
+            ("parallel writes", why(&self.parallel_writes)),
         ]
         .into_iter()
         .filter_map(|(name, why)| Some((name, why?)))
@@ -432,6 +461,11 @@ impl BackendReport {
                     format!("alive after {:.0} s", e.idle_secs)
                 };
                 Cell::judged(text, e.ended && e.logged_in_before)
+            }),
+            Cell::of(&self.parallel_writes, |p| {
+                let text = format!("lost {} of {}", p.lost, p.acknowledged);
+                // The cookie backend's loss is its documented behaviour, not a defect.
+                Cell::judged(text, p.lost == 0 || !expected.parallel_lossless)
             }),
             footprint,
             speed,

@@ -226,6 +226,40 @@ pub fn client_with_cookie(value: &str, connections: usize) -> anyhow::Result<req
         .context("building the HTTP client")
 }
 
+/// One `POST /cart/add` of one unit with exactly this session cookie: the status and the
+/// session cookie the answer sets, if any (what a browser would keep).
+pub async fn add_with_cookie(
+    instance: &Instance,
+    cookie: &str,
+    product_id: i64,
+) -> anyhow::Result<(StatusCode, Option<String>)> {
+    let res = client_with_cookie(cookie, 1)?
+        .post(instance.url("/cart/add"))
+        .form(&[
+            ("product_id", product_id.to_string()),
+            ("quantity", "1".to_owned()),
+        ])
+        .send()
+        .await
+        .context("POST /cart/add")?;
+    let status = res.status();
+    let set = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| {
+            c.split(';')
+                .next()?
+                .strip_prefix(COOKIE_NAME)?
+                .strip_prefix('=')
+        })
+        .find(|v| !v.is_empty())
+        .map(str::to_owned);
+    let _ = res.bytes().await;
+    Ok((status, set))
+}
+
 /// A client without cookies, for the stateless pages.
 pub fn anonymous_client(connections: usize) -> anyhow::Result<reqwest::Client> {
     base_client()
