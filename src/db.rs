@@ -43,6 +43,21 @@ impl Db {
         let pool = AnyPoolOptions::new()
             // SQLite has a single writer; a few connections serve readers while it works.
             .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            // With WAL, `synchronous = NORMAL` commits without waiting for the disk: a process
+            // crash (SIGKILL) still loses no committed write, since the WAL is in the OS's
+            // hands; a power loss or OS crash can lose the last commits before a checkpoint.
+            // FULL (SQLite's default) pays an fsync per commit, which made every session
+            // write cost milliseconds.
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             // Never hang a request on a database that is gone: fail fast and answer 503.
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)

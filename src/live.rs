@@ -16,7 +16,10 @@ use tokio::sync::mpsc;
 
 use crate::{
     db::Db,
-    domain::catalog::{self, ProductChange},
+    domain::{
+        catalog::{self, ProductChange},
+        snapshot::Catalog,
+    },
 };
 
 /// What a subscriber receives.
@@ -185,9 +188,10 @@ impl LiveHub {
         }
     }
 
-    /// Polls the catalog for changes by any instance or tool and publishes them, forever.
-    /// Cheap: one indexed query (`version > last`) per [`POLL_EVERY`].
-    pub async fn watch(self: Arc<Self>, db: Db) {
+    /// Polls the catalog for changes by any instance or tool, refreshes this instance's
+    /// catalog snapshot and publishes them, forever. Cheap: one indexed query
+    /// (`version > last`) per [`POLL_EVERY`], and a full read only when something changed.
+    pub async fn watch(self: Arc<Self>, db: Db, snapshot: Arc<Catalog>) {
         let mut last = catalog::current_version(&db).await.unwrap_or_default();
         let mut every = tokio::time::interval(POLL_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -196,6 +200,12 @@ impl LiveHub {
             match catalog::changes_since(&db, last).await {
                 Ok(changes) => {
                     if let Some(newest) = changes.iter().map(|c| c.version).max() {
+                        // Pages first, then the pushes that send readers to them; on failure
+                        // the next poll tries both again.
+                        if let Err(err) = snapshot.refresh().await {
+                            tracing::warn!(error = %err, "could not refresh the catalog");
+                            continue;
+                        }
                         last = newest;
                         self.publish(&changes);
                     }

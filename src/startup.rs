@@ -23,13 +23,14 @@ use std::sync::Arc;
 use crate::{
     config::Settings,
     db::Db,
-    domain::catalog,
+    domain::{catalog, snapshot::Catalog},
     live::LiveHub,
     session::{self, Store},
     web::{
         Site, account, admin, assets, auth, cart, errors,
         guard::{self, LoginLimits},
-        inspector, live, orders, pages,
+        inspector, live, orders,
+        pages::{self, PublicPages},
     },
 };
 
@@ -82,9 +83,12 @@ impl Application {
         let store = Store::build(&settings, &db)?;
         let limits = web::Data::new(LoginLimits::new(settings.login_rate_limit_per_minute));
         let hub = LiveHub::new(settings.live_max_leases, settings.live_max_leases_per_user);
+        let catalog = Catalog::load(db.clone())
+            .await
+            .context("reading the catalog")?;
         let background = vec![
             spawn_housekeeping(store.clone(), limits.clone()),
-            tokio::spawn(Arc::clone(&hub).watch(db.clone())),
+            tokio::spawn(Arc::clone(&hub).watch(db.clone(), Arc::clone(&catalog))),
         ];
 
         let listener = TcpListener::bind(settings.listen)
@@ -107,6 +111,8 @@ impl Application {
         ));
         let hub_data = web::Data::new(Arc::clone(&hub));
         let write_locks = web::Data::new(session::state::WriteLocks::new());
+        let catalog_data = web::Data::new(catalog);
+        let public_pages = web::Data::new(PublicPages::default());
         let instance = settings.instance.clone();
 
         let server = HttpServer::new(move || {
@@ -120,6 +126,8 @@ impl Application {
                 .app_data(budget.clone())
                 .app_data(hub_data.clone())
                 .app_data(write_locks.clone())
+                .app_data(catalog_data.clone())
+                .app_data(public_pages.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
                 .wrap(from_fn(errors::render_error_pages))
                 .wrap(DefaultHeaders::new().add(("X-Statecart-Instance", instance.clone())))

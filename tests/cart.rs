@@ -13,15 +13,11 @@ fn location(res: &reqwest::Response) -> String {
         .to_owned()
 }
 
+/// Changes stock the way another instance or `statecart admin` would (through the catalog
+/// clock), then waits until the app's snapshot shows it.
 async fn set_stock(app: &TestApp, product_id: i64, stock: i64) {
-    let db = app.db().await;
-    sqlx::query("UPDATE products SET stock = $1 WHERE id = $2")
-        .bind(stock)
-        .bind(product_id)
-        .execute(&db.pool)
-        .await
-        .expect("update stock");
-    db.close().await;
+    app.set_stock_elsewhere(product_id, stock).await;
+    app.wait_for_stock(product_id, stock).await;
 }
 
 async fn count_orders(app: &TestApp) -> i64 {

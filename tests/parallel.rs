@@ -28,12 +28,12 @@ async fn products_in_stock(app: &TestApp) -> Vec<i64> {
         PARALLEL,
         "the seeded catalog has enough products"
     );
-    let db = app.db().await;
-    sqlx::query("UPDATE products SET stock = 1000")
-        .execute(&db.pool)
-        .await
-        .expect("stock");
-    db.close().await;
+    for &id in &ids {
+        app.set_stock_elsewhere(id, 1000).await;
+    }
+    for &id in &ids {
+        app.wait_for_stock(id, 1000).await;
+    }
     ids
 }
 
@@ -58,7 +58,8 @@ async fn parallel_adds(apps: &[&TestApp], cookie: &str, ids: &[i64]) -> Vec<i64>
                 .send()
                 .await
                 .expect("POST");
-            (id, res.status())
+            let status = res.status();
+            (id, status)
         }
     });
     let mut acked = Vec::new();

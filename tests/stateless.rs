@@ -291,3 +291,68 @@ async fn the_catalog_is_seeded_once_and_a_restart_keeps_the_same_rows() {
     assert_eq!(before, after);
     assert_eq!(after.as_array().map(Vec::len), Some(14));
 }
+
+/// The stock `/products.json` of `app` shows for `product_id`, and that product page's ETag.
+async fn public_view(app: &common::TestApp, product_id: i64) -> (i64, String) {
+    let stock = app.stock_of(product_id).await;
+    let page = app.get(&format!("/products/{product_id}")).await;
+    let etag = page.headers()["etag"].to_str().expect("etag").to_owned();
+    (stock, etag)
+}
+
+/// The catalog snapshot: this instance's own checkout shows on its public pages at once.
+async fn an_own_checkout_shows_on_the_public_pages_at_once(variant: Variant) {
+    let app = spawn_app(variant).await;
+    let (stock, etag) = public_view(&app, 3).await;
+    app.register("fresh").await;
+    assert_eq!(app.add_to_cart(3, 2).await.status(), StatusCode::SEE_OTHER);
+    let res = app.post_form("/checkout", &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (now, new_etag) = public_view(&app, 3).await;
+    assert_eq!(
+        now,
+        stock - 2,
+        "no wait: the same instance refreshed its snapshot"
+    );
+    assert_ne!(
+        new_etag, etag,
+        "the page was rendered again for the new version"
+    );
+    let page = app.get("/products/3").await.text().await.expect("body");
+    assert!(
+        page.contains(&format!("{} in stock", stock - 2)) || page.contains("left"),
+        "{page}"
+    );
+}
+
+/// Another instance on the same database sees the change at its next catalog poll (the README
+/// states about a second; the test allows ten before calling it lost).
+async fn a_change_made_elsewhere_reaches_every_instance_within_a_poll(variant: Variant) {
+    let a = spawn_app(variant).await;
+    let b = common::start(a.settings.clone(), a.data_dir.shared()).await;
+    let (before, _) = public_view(&b, 5).await;
+    a.set_stock_elsewhere(5, before + 7).await;
+    a.wait_for_stock(5, before + 7).await;
+    b.wait_for_stock(5, before + 7).await;
+    // A price change made with the admin tool reaches the product page too.
+    let db = a.db().await;
+    let id = statecart::domain::catalog::ProductId::parse("5").expect("id");
+    statecart::domain::catalog::set_price(&db, id, 12_345)
+        .await
+        .expect("price");
+    db.close().await;
+    let mut seen = false;
+    for _ in 0..100 {
+        let page = b.get("/products/5").await.text().await.expect("body");
+        if page.contains("123.45") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the new price reached the other instance's page");
+}
+
+// The catalog lives in the app database whatever the session backend.
+for_backends!(an_own_checkout_shows_on_the_public_pages_at_once => sqlite, postgres);
+for_backends!(a_change_made_elsewhere_reaches_every_instance_within_a_poll => sqlite, postgres);

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod cart;
 pub mod catalog;
 pub mod orders;
+pub mod snapshot;
 
 /// Seconds since the Unix epoch, the time unit stored in the database.
 pub fn now_epoch() -> i64 {

@@ -1,5 +1,7 @@
 //! `/admin/products`: prices and stock, for the users named in `admin_users` only.
 
+use std::sync::Arc;
+
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
@@ -8,7 +10,10 @@ use super::{Nav, Site, errors::AppError, guard::LoggedIn, http::see_other};
 use crate::{
     config::Settings,
     db::Db,
-    domain::catalog::{self, CatalogError, Product, ProductId},
+    domain::{
+        catalog::{self, CatalogError, Product, ProductId},
+        snapshot::Catalog,
+    },
     session::state::Flash,
 };
 
@@ -75,6 +80,7 @@ fn amount(field: Option<&str>, what: &str) -> Result<Option<i64>, AppError> {
 /// `POST /admin/products`: sets price and/or stock of one product in one transaction.
 pub async fn update(
     db: web::Data<Db>,
+    snapshot: web::Data<Arc<Catalog>>,
     settings: web::Data<Settings>,
     me: LoggedIn,
     form: web::Form<ProductForm>,
@@ -94,6 +100,10 @@ pub async fn update(
     }
     match catalog::update_product(&db, id, price, stock).await {
         Ok(change) => {
+            // This instance's pages show the change at once; others within a poll.
+            if let Err(err) = snapshot.refresh().await {
+                tracing::warn!(error = %err, "could not refresh the catalog after a change");
+            }
             me.session
                 .set_flash(Flash::info(format!(
                     "Product #{} now costs {} with {} in stock (catalog version {}).",

@@ -1,5 +1,7 @@
 //! The cart (state in the session, wherever the backend keeps it) and checkout.
 
+use std::sync::Arc;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
@@ -15,8 +17,9 @@ use crate::{
     db::Db,
     domain::{
         cart::{Cart, Quantity, QuantityError},
-        catalog::{self, Money, Product, ProductId},
+        catalog::{Money, Product, ProductId},
         orders::{self, CheckoutError},
+        snapshot::{Catalog, Snapshot},
     },
     session::state::Flash,
 };
@@ -73,14 +76,13 @@ struct CartPage<'a> {
     poll_secs: u64,
 }
 
-/// The cart's lines joined with the catalog; lines whose product is gone are counted apart.
-async fn priced_lines(db: &Db, cart: &Cart) -> Result<(Vec<LineView>, usize, Money), AppError> {
-    let ids: Vec<ProductId> = cart.lines().map(|l| l.product_id).collect();
-    let products = catalog::find_many(db, &ids).await?;
-    let mut views = Vec::with_capacity(ids.len());
+/// The cart's lines joined with the catalog snapshot; lines whose product is gone are counted
+/// apart.
+fn priced_lines(snapshot: &Snapshot, cart: &Cart) -> (Vec<LineView>, usize, Money) {
+    let mut views = Vec::with_capacity(cart.len());
     let mut total = 0_i64;
     for line in cart.lines() {
-        let Some(p) = products.iter().find(|p| p.id == line.product_id.get()) else {
+        let Some(p) = snapshot.get(line.product_id) else {
             continue;
         };
         let line_total = p.price_cents * i64::from(line.quantity.get());
@@ -95,22 +97,23 @@ async fn priced_lines(db: &Db, cart: &Cart) -> Result<(Vec<LineView>, usize, Mon
             total: Money::from_cents(line_total).to_string(),
         });
     }
-    let missing = ids.len() - views.len();
-    Ok((views, missing, Money::from_cents(total)))
+    let missing = cart.len() - views.len();
+    (views, missing, Money::from_cents(total))
 }
 
 /// `GET /cart`.
 pub async fn page(
     site: web::Data<Site>,
-    db: web::Data<Db>,
+    catalog: web::Data<Arc<Catalog>>,
     settings: web::Data<Settings>,
     me: LoggedIn,
 ) -> Result<HttpResponse, AppError> {
     let cart = me.session.cart();
-    // Read the version before the products: a change committed in between is then newer
-    // than the page, and the live stream or the next poll brings it.
-    let version = catalog::current_version(&db).await?;
-    let (lines, missing, total) = priced_lines(&db, &cart).await?;
+    // The snapshot's version was read before its products: a change committed in between is
+    // newer than the page, and the live stream or the next poll brings it.
+    let snapshot = catalog.now();
+    let version = snapshot.version;
+    let (lines, missing, total) = priced_lines(&snapshot, &cart);
     super::private_page(&CartPage {
         site: &site,
         nav: Nav::of(&me.session, "cart"),
@@ -133,13 +136,17 @@ pub struct LineForm {
     quantity: Option<String>,
 }
 
-/// A product id from a form: missing or malformed is 400, unknown is 404.
-async fn product_from_form(db: &Db, field: Option<&str>) -> Result<(ProductId, Product), AppError> {
+/// A product id from a form: missing or malformed is 400, unknown is 404. Price and stock
+/// come from the catalog snapshot (checkout re-checks stock in the database).
+async fn product_from_form(
+    catalog: &Catalog,
+    field: Option<&str>,
+) -> Result<(ProductId, Product), AppError> {
     let raw = field
         .ok_or_else(|| AppError::BadRequest("The form did not say which product.".to_owned()))?;
     let id = ProductId::parse(raw.trim())
         .ok_or_else(|| AppError::BadRequest("That is not a product number.".to_owned()))?;
-    let product = catalog::find(db, id).await?.ok_or(AppError::NotFound)?;
+    let product = catalog.find(id).await?.ok_or(AppError::NotFound)?;
     Ok((id, product))
 }
 
@@ -179,12 +186,12 @@ fn back_to(req: &HttpRequest) -> String {
 /// (see `TypedSession::change`), so parallel adds never undo each other.
 pub async fn add(
     req: HttpRequest,
-    db: web::Data<Db>,
+    catalog: web::Data<Arc<Catalog>>,
     settings: web::Data<Settings>,
     me: LoggedIn,
     form: web::Form<LineForm>,
 ) -> Result<HttpResponse, AppError> {
-    let (id, product) = product_from_form(&db, form.product_id.as_deref()).await?;
+    let (id, product) = product_from_form(&catalog, form.product_id.as_deref()).await?;
     let quantity =
         Quantity::parse(form.quantity.as_deref().unwrap_or("1")).map_err(quantity_error)?;
     let message = format!("Added {} × {} to your cart.", quantity.get(), product.name);
@@ -208,11 +215,11 @@ pub async fn add(
 /// `POST /cart/update`: a new quantity for a line; 0 removes it.
 pub async fn update(
     req: HttpRequest,
-    db: web::Data<Db>,
+    catalog: web::Data<Arc<Catalog>>,
     me: LoggedIn,
     form: web::Form<LineForm>,
 ) -> Result<HttpResponse, AppError> {
-    let (id, product) = product_from_form(&db, form.product_id.as_deref()).await?;
+    let (id, product) = product_from_form(&catalog, form.product_id.as_deref()).await?;
     let raw = form
         .quantity
         .as_deref()
@@ -271,6 +278,7 @@ pub struct CheckoutForm {
 /// so the same form submitted twice (a double click, racing or not) lands on one order.
 pub async fn checkout(
     db: web::Data<Db>,
+    catalog: web::Data<Arc<Catalog>>,
     me: LoggedIn,
     // A client may post no body at all: then the cart as it is now is checked out.
     form: Option<web::Form<CheckoutForm>>,
@@ -296,6 +304,10 @@ pub async fn checkout(
     }
     match orders::checkout(&db, me.user.id, &cart, &key).await {
         Ok(done) => {
+            // This instance's own change shows at once; others see it within a poll.
+            if let Err(err) = catalog.refresh().await {
+                tracing::warn!(error = %err, "could not refresh the catalog after a checkout");
+            }
             let message = format!("Thank you! Order #{} is placed.", done.order_id());
             // Take out what was ordered; a line added while the order was placed stays.
             me.session

@@ -11,19 +11,27 @@ pub const PAGE_MAX_AGE: u32 = 30;
 
 /// A strong ETag: the first 128 bits of the body's SHA-256, quoted.
 pub fn etag_of(body: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    let mut etag = String::with_capacity(34);
+    etag.push('"');
+    for byte in &digest[..16] {
+        etag.push(char::from(HEX[usize::from(byte >> 4)]));
+        etag.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    etag.push('"');
+    etag
 }
 
 /// Whether the request's `If-None-Match` names `etag` (or `*`).
-fn matches_if_none_match(req: &HttpRequest, etag: &str) -> bool {
+pub fn matches_if_none_match(req: &HttpRequest, etag: impl AsRef<[u8]>) -> bool {
+    let etag = etag.as_ref();
     req.headers()
         .get_all(header::IF_NONE_MATCH)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*")
+        .any(|tag| tag.as_bytes() == etag || tag == "*")
 }
 
 /// A public, cacheable 200 (or 304 when the client already holds this body).
@@ -35,7 +43,7 @@ pub fn cacheable(
 ) -> HttpResponse {
     let body = body.into();
     let etag = etag_of(&body);
-    if matches_if_none_match(req, &etag) {
+    if matches_if_none_match(req, etag.as_bytes()) {
         return HttpResponse::NotModified()
             .insert_header((header::ETAG, etag))
             .insert_header((header::CACHE_CONTROL, cache_control.to_owned()))

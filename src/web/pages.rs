@@ -1,7 +1,14 @@
 //! The stateless half: public pages that cannot see a session, so any cache may serve them.
 //!
 //! Nothing here takes a `Session`, and the scope these handlers live in has no session
-//! middleware: the structure itself guarantees they never set a cookie.
+//! middleware: the structure itself guarantees they never set a cookie. Pages come from the
+//! in-memory catalog snapshot and are rendered once per catalog version: a request is a
+//! lookup, an `If-None-Match` compare and bytes out.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use askama::Template;
@@ -11,7 +18,10 @@ use super::{Nav, Site, errors::AppError, http};
 use crate::{
     config::Settings,
     db::Db,
-    domain::catalog::{self, Product, ProductId},
+    domain::{
+        catalog::{Product, ProductId},
+        snapshot::Catalog,
+    },
     session::{self, BackendFacts, Store},
 };
 
@@ -47,14 +57,14 @@ impl ProductView {
     }
 }
 
-impl From<Product> for ProductView {
-    fn from(p: Product) -> Self {
+impl From<&Product> for ProductView {
+    fn from(p: &Product) -> Self {
         Self {
             id: p.id,
             price: p.price().to_string(),
             hue: (p.id * 47) % 360,
-            name: p.name,
-            description: p.description,
+            name: p.name.clone(),
+            description: p.description.clone(),
             stock: p.stock,
         }
     }
@@ -94,37 +104,116 @@ struct ProductPage<'a> {
     product: ProductView,
 }
 
-/// Renders a template as a public, cacheable page.
-fn public_page(req: &HttpRequest, page: &impl Template) -> Result<HttpResponse, AppError> {
-    Ok(http::cacheable(
-        req,
-        header::ContentType::html(),
-        page.render()?,
-        &http::public_page_cache_control(),
-    ))
+/// A public page or JSON rendered once per catalog version, with its strong ETag.
+#[derive(Clone)]
+pub struct Rendered {
+    body: web::Bytes,
+    etag: header::HeaderValue,
+    content_type: header::HeaderValue,
+}
+
+impl Rendered {
+    fn new(body: Vec<u8>, content_type: &'static str) -> Result<Self, AppError> {
+        let etag = header::HeaderValue::from_str(&http::etag_of(&body))
+            .map_err(|e| AppError::Internal(e.into()))?;
+        Ok(Self {
+            body: body.into(),
+            etag,
+            content_type: header::HeaderValue::from_static(content_type),
+        })
+    }
+
+    /// 200 with the body, or 304 when the client already holds it: a lookup and bytes out.
+    fn respond(&self, req: &HttpRequest) -> HttpResponse {
+        let cache_control = header::HeaderValue::from_static(PUBLIC_CACHE_CONTROL);
+        let mut res = if http::matches_if_none_match(req, &self.etag) {
+            HttpResponse::NotModified().finish()
+        } else {
+            let mut res = HttpResponse::Ok().body(self.body.clone());
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, self.content_type.clone());
+            res
+        };
+        let headers = res.headers_mut();
+        headers.insert(header::ETAG, self.etag.clone());
+        headers.insert(header::CACHE_CONTROL, cache_control);
+        res
+    }
+}
+
+/// `Cache-Control` of public pages and JSON.
+const PUBLIC_CACHE_CONTROL: &str = "public, max-age=30";
+const HTML: &str = "text/html; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// The public pages there are: each rendered at most once per catalog version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Page {
+    Home,
+    About,
+    Products,
+    ProductsJson,
+    Product(i64),
+}
+
+/// Rendered public pages of one catalog version; a newer version starts afresh. Bounded by the
+/// number of pages there are (one per product, plus four).
+#[derive(Default)]
+pub struct PublicPages {
+    cache: Mutex<(i64, HashMap<Page, Rendered>)>,
+}
+
+impl PublicPages {
+    /// The page at `version`, rendered now if this version has not rendered it yet.
+    fn get(
+        &self,
+        version: i64,
+        page: Page,
+        render: impl FnOnce() -> Result<Rendered, AppError>,
+    ) -> Result<Rendered, AppError> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.0 == version
+                && let Some(hit) = cache.1.get(&page)
+            {
+                return Ok(hit.clone());
+            }
+        }
+        let rendered = render()?;
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.0 != version {
+            // Only move forward: a request still holding an older snapshot renders for itself.
+            if version < cache.0 {
+                return Ok(rendered);
+            }
+            *cache = (version, HashMap::new());
+        }
+        cache.1.insert(page, rendered.clone());
+        Ok(rendered)
+    }
+}
+
+fn html(page: &impl Template) -> Result<Rendered, AppError> {
+    Rendered::new(page.render()?.into_bytes(), HTML)
 }
 
 /// `GET /`.
 pub async fn home(
     req: HttpRequest,
     site: web::Data<Site>,
-    db: web::Data<Db>,
+    catalog: web::Data<Arc<Catalog>>,
+    pages: web::Data<PublicPages>,
 ) -> Result<HttpResponse, AppError> {
-    let featured = catalog::list(&db)
-        .await?
-        .into_iter()
-        .take(8)
-        .map(Into::into)
-        .collect();
-    public_page(
-        &req,
-        &HomePage {
+    let snapshot = catalog.now();
+    let page = pages.get(snapshot.version, Page::Home, || {
+        html(&HomePage {
             site: &site,
             nav: Nav::stateless("home"),
             facts: session::facts(site.backend),
-            featured,
-        },
-    )
+            featured: snapshot.products.iter().take(8).map(Into::into).collect(),
+        })
+    })?;
+    Ok(page.respond(&req))
 }
 
 /// `GET /about`: the three kinds of state, and what the running config chose.
@@ -132,85 +221,94 @@ pub async fn about(
     req: HttpRequest,
     site: web::Data<Site>,
     settings: web::Data<Settings>,
+    catalog: web::Data<Arc<Catalog>>,
+    pages: web::Data<PublicPages>,
 ) -> Result<HttpResponse, AppError> {
-    public_page(
-        &req,
-        &AboutPage {
+    let page = pages.get(catalog.now().version, Page::About, || {
+        html(&AboutPage {
             site: &site,
             nav: Nav::stateless("about"),
             facts: session::facts(site.backend),
             settings: &settings,
-        },
-    )
+        })
+    })?;
+    Ok(page.respond(&req))
 }
 
 /// `GET /products`.
 pub async fn products(
     req: HttpRequest,
     site: web::Data<Site>,
-    db: web::Data<Db>,
+    catalog: web::Data<Arc<Catalog>>,
+    pages: web::Data<PublicPages>,
 ) -> Result<HttpResponse, AppError> {
-    let products = catalog::list(&db)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    public_page(
-        &req,
-        &ProductsPage {
+    let snapshot = catalog.now();
+    let page = pages.get(snapshot.version, Page::Products, || {
+        html(&ProductsPage {
             site: &site,
             nav: Nav::stateless("products"),
-            products,
-        },
-    )
+            products: snapshot.products.iter().map(Into::into).collect(),
+        })
+    })?;
+    Ok(page.respond(&req))
 }
 
 /// `GET /products/{id}`: malformed and unknown ids both get the 404 page.
 pub async fn product(
     req: HttpRequest,
     site: web::Data<Site>,
-    db: web::Data<Db>,
+    catalog: web::Data<Arc<Catalog>>,
+    pages: web::Data<PublicPages>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = ProductId::parse(&id).ok_or(AppError::NotFound)?;
-    let product = catalog::find(&db, id).await?.ok_or(AppError::NotFound)?;
-    public_page(
-        &req,
-        &ProductPage {
+    let mut snapshot = catalog.now();
+    if snapshot.get(id).is_none() {
+        // Perhaps added since the snapshot was taken.
+        catalog.find(id).await?.ok_or(AppError::NotFound)?;
+        snapshot = catalog.now();
+    }
+    let product = snapshot.get(id).ok_or(AppError::NotFound)?;
+    let page = pages.get(snapshot.version, Page::Product(id.get()), || {
+        html(&ProductPage {
             site: &site,
             nav: Nav::stateless("products"),
             product: product.into(),
-        },
-    )
+        })
+    })?;
+    Ok(page.respond(&req))
 }
 
 #[derive(Serialize)]
-struct ProductJson {
+struct ProductJson<'a> {
     id: i64,
-    name: String,
+    name: &'a str,
     price_cents: i64,
     stock: i64,
 }
 
 /// `GET /products.json`: `[{id, name, price_cents, stock}]`.
-pub async fn products_json(req: HttpRequest, db: web::Data<Db>) -> Result<HttpResponse, AppError> {
-    let products: Vec<ProductJson> = catalog::list(&db)
-        .await?
-        .into_iter()
-        .map(|p| ProductJson {
-            id: p.id,
-            name: p.name,
-            price_cents: p.price_cents,
-            stock: p.stock,
-        })
-        .collect();
-    let body = serde_json::to_vec(&products).map_err(anyhow::Error::from)?;
-    Ok(http::cacheable(
-        &req,
-        header::ContentType::json(),
-        body,
-        &http::public_page_cache_control(),
-    ))
+pub async fn products_json(
+    req: HttpRequest,
+    catalog: web::Data<Arc<Catalog>>,
+    pages: web::Data<PublicPages>,
+) -> Result<HttpResponse, AppError> {
+    let snapshot = catalog.now();
+    let page = pages.get(snapshot.version, Page::ProductsJson, || {
+        let products: Vec<ProductJson<'_>> = snapshot
+            .products
+            .iter()
+            .map(|p| ProductJson {
+                id: p.id,
+                name: &p.name,
+                price_cents: p.price_cents,
+                stock: p.stock,
+            })
+            .collect();
+        let body = serde_json::to_vec(&products).map_err(anyhow::Error::from)?;
+        Rendered::new(body, JSON)
+    })?;
+    Ok(page.respond(&req))
 }
 
 /// `GET /healthz`: 200 when the database and the session store answer, else 503 naming what

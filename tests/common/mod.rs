@@ -461,6 +461,30 @@ impl TestApp {
             .expect("db")
     }
 
+    /// Sets a product's stock in the database through the catalog clock, as another instance
+    /// or `statecart admin` would: the app sees it at its next catalog poll.
+    pub async fn set_stock_elsewhere(&self, product_id: i64, stock: i64) {
+        let db = self.db().await;
+        let id = statecart::domain::catalog::ProductId::parse(&product_id.to_string())
+            .expect("product id");
+        statecart::domain::catalog::set_stock(&db, id, stock)
+            .await
+            .expect("set stock");
+        db.close().await;
+    }
+
+    /// Waits (up to 10 s) until the public JSON shows this stock: the catalog snapshot of the
+    /// app caught up with a change made elsewhere.
+    pub async fn wait_for_stock(&self, product_id: i64, stock: i64) {
+        for _ in 0..100 {
+            if self.stock_of(product_id).await == stock {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the app never showed stock {stock} for product {product_id}");
+    }
+
     /// Current stock of a product, read through the public JSON.
     pub async fn stock_of(&self, product_id: i64) -> i64 {
         let products: Vec<serde_json::Value> =
