@@ -114,14 +114,14 @@ struct Shopper {
 }
 
 impl Shopper {
-    /// Whether a graceful restart keeps the session (every backend but memory).
+    /// Whether a graceful restart keeps the session (as the backend promises).
     fn survives_restart(&self) -> bool {
-        self.backend != SessionBackend::Memory
+        self.backend.promises().survives_restart
     }
 
     /// Whether the server keeps the state (so the inspector's server bytes move with the cart).
     fn stateful(&self) -> bool {
-        self.backend != SessionBackend::Cookie
+        self.backend.promises().state_on_server
     }
 }
 

@@ -1,6 +1,6 @@
 //! `statecart compare`: the real binary runs a short comparison (cookie, memory and SQLite
 //! database backends, one second per speed scenario) and its typed report must say what the
-//! design table says. `/compare` serves the latest report, statelessly.
+//! backend table says. `/compare` serves the latest report, statelessly.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! The real binary, per backend: restart (SIGTERM), crash (SIGKILL), and two instances side by
-//! side on one database and key. The rows of the design table, proved.
+//! side on one database and key. The rows of the backend table, proved.
 
 mod common;
 

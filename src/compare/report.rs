@@ -259,7 +259,7 @@ impl Speed {
     }
 }
 
-/// What the design table promises for one behaviour of one backend.
+/// What the backend table promises for one behaviour of one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected {
     /// Login and cart survive SIGTERM + start.
@@ -275,20 +275,20 @@ pub struct Expected {
 }
 
 impl Expected {
-    /// The DESIGN.md row of `backend`.
+    /// What [`SessionBackend::promises`] says of `backend`.
     pub fn of(backend: SessionBackend) -> Self {
-        let server_keeps = backend != SessionBackend::Memory;
+        let p = backend.promises();
         Self {
-            restart: server_keeps,
-            crash: server_keeps,
-            instances: server_keeps,
-            replay_accepted: backend == SessionBackend::Cookie,
-            parallel_lossless: backend != SessionBackend::Cookie,
+            restart: p.survives_restart,
+            crash: p.survives_crash,
+            instances: p.shared_by_instances,
+            replay_accepted: !p.revocable,
+            parallel_lossless: p.parallel_writes_kept,
         }
     }
 }
 
-/// One table cell: its text and whether it contradicts the design table.
+/// One table cell: its text and whether it contradicts the backend table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
     /// What the cell says.
@@ -502,7 +502,7 @@ impl Report {
         out.push_str(&text_table(&COLUMNS, &rows));
         let _ = writeln!(
             out,
-            "\n\"!\" marks a result that differs from the design table (DESIGN.md). Footprint: \
+            "\n\"!\" marks a result that differs from the README's backend table. Footprint: \
              at cart_max_lines = {}, one unit per line. Speed: GET / / GET /cart / POST \
              /cart/add|update.",
             self.cart_max_lines

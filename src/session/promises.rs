@@ -1,7 +1,42 @@
-//! What each backend promises, in the words of the README's backend table (shown on /about,
-//! /session and checked by the tests).
+//! What each backend promises: the one place that says it. The README's backend table, the
+//! pages (/about, /session), `statecart compare`'s expectations and the test suites all
+//! derive from [`SessionBackend::promises`]; a test below checks the README against it.
 
 use crate::config::SessionBackend;
+
+/// What one backend keeps, as yes/no facts, with the words pages show for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promises {
+    /// The server (or a store it owns) keeps the state; the cookie holds only a key.
+    pub state_on_server: bool,
+    /// Login and cart survive a graceful restart.
+    pub survives_restart: bool,
+    /// Login and cart survive a crash (SIGKILL).
+    pub survives_crash: bool,
+    /// A login on one instance holds on another sharing the config.
+    pub shared_by_instances: bool,
+    /// Logout (and revoking other sessions) ends a session on the server: a copied cookie is
+    /// worthless afterwards.
+    pub revocable: bool,
+    /// Changes made by parallel requests of one session are all kept.
+    pub parallel_writes_kept: bool,
+}
+
+impl SessionBackend {
+    /// What this backend promises.
+    pub fn promises(self) -> Promises {
+        let on_server = self != Self::Cookie;
+        let durable = self != Self::Memory;
+        Promises {
+            state_on_server: on_server,
+            survives_restart: durable,
+            survives_crash: durable,
+            shared_by_instances: durable,
+            revocable: on_server,
+            parallel_writes_kept: on_server,
+        }
+    }
+}
 
 /// What one backend promises, in the words of the README's backend table (shown on /about and
 /// /session).
@@ -25,7 +60,7 @@ pub struct BackendFacts {
 const NONE_LOST: &str = "none lost: each change is saved onto the state it was made from, \
      or made again on the newer one";
 
-/// The backend table's row for `backend`.
+/// The backend table's row for `backend`, in words (the README's table says the same).
 pub fn facts(backend: SessionBackend) -> BackendFacts {
     match backend {
         SessionBackend::Cookie => BackendFacts {
@@ -61,5 +96,73 @@ pub fn facts(backend: SessionBackend) -> BackendFacts {
             revocation: "yes",
             parallel_writes: NONE_LOST,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's backend table, row by row: `(backend, cells)`.
+    fn readme_rows() -> Vec<(String, Vec<String>)> {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("| backend | where session state lives |")
+            .expect("the README has the backend table");
+        readme[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<String> = l
+                    .trim_matches('|')
+                    .split(" | ")
+                    .map(|c| c.trim().to_owned())
+                    .collect();
+                (cells[0].trim_matches('`').to_owned(), cells)
+            })
+            .collect()
+    }
+
+    fn says_yes(cell: &str) -> bool {
+        cell.starts_with("yes")
+    }
+
+    #[test]
+    fn the_readme_backend_table_states_each_promise() {
+        let rows = readme_rows();
+        assert_eq!(rows.len(), SessionBackend::ALL.len(), "{rows:?}");
+        for backend in SessionBackend::ALL {
+            let (_, cells) = rows
+                .iter()
+                .find(|(name, _)| name == backend.as_str())
+                .unwrap_or_else(|| panic!("no README row for {backend}"));
+            let p = backend.promises();
+            assert_eq!(says_yes(&cells[2]), p.survives_restart, "{backend} restart");
+            assert_eq!(says_yes(&cells[3]), p.survives_crash, "{backend} crash");
+            assert_eq!(says_yes(&cells[4]), p.shared_by_instances, "{backend}");
+            assert_eq!(says_yes(&cells[5]), p.revocable, "{backend} revocation");
+            assert_eq!(
+                cells[6].starts_with("none lost"),
+                p.parallel_writes_kept,
+                "{backend} parallel writes"
+            );
+        }
+    }
+
+    #[test]
+    fn the_words_on_the_pages_agree_with_the_promises() {
+        for backend in SessionBackend::ALL {
+            let (p, words) = (backend.promises(), facts(backend));
+            assert_eq!(words.restart.starts_with("yes"), p.survives_restart);
+            assert_eq!(words.crash.starts_with("yes"), p.survives_crash);
+            assert_eq!(words.instances.starts_with("yes"), p.shared_by_instances);
+            assert_eq!(words.revocation.starts_with("yes"), p.revocable);
+            assert_eq!(
+                words.parallel_writes.starts_with("none lost"),
+                p.parallel_writes_kept
+            );
+            assert_eq!(backend.is_stateful(), p.state_on_server);
+        }
     }
 }

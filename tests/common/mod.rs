@@ -59,9 +59,9 @@ impl Variant {
         }
     }
 
-    /// Whether the server keeps the session (every variant but cookie).
+    /// Whether the server keeps the session (as the backend promises).
     pub fn server_side(self) -> bool {
-        self != Self::Cookie
+        self.backend().promises().state_on_server
     }
 }
 
