@@ -178,6 +178,9 @@ fn speed_is_measured_for_the_stateless_the_read_and_the_write_scenario() {
             assert!(s.requests > 0, "{b} {}", s.name);
             assert_eq!(s.errors, 0, "{b} {}", s.name);
             assert!(s.p50_ms <= s.p99_ms, "{b} {}", s.name);
+            // Linux says how much CPU the server spent; serving a request costs some.
+            let cpu = s.cpu_us_per_request.expect("CPU measured from /proc");
+            assert!(cpu > 0.0, "{b} {}: {cpu} us/request", s.name);
         }
     }
 }
@@ -204,6 +207,7 @@ fn parallel_writes_lose_nothing_server_side_and_the_cookie_row_shows_its_loss() 
     let json = std::fs::read_to_string(run().out.join("report.json")).expect("report.json");
     assert!(json.contains("\"parallel_writes\""), "a field named for it");
     let table = run().report.to_text();
+    assert!(table.contains("CPU us/req"), "{table}");
     assert!(table.contains("parallel writes"), "{table}");
     assert!(table.contains("lost 0 of"), "{table}");
 }

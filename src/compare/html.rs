@@ -464,6 +464,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
                     format!("{:.0}", s.rps),
                     format!("{:.2}", s.p50_ms),
                     format!("{:.2}", s.p99_ms),
+                    s.cpu_text(),
                     s.requests.to_string(),
                     s.errors.to_string(),
                 ],
@@ -518,6 +519,16 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
                 "requests/s",
                 |s| s.rps,
                 "req/s",
+            ),
+            speed_chart(
+                report,
+                "Server CPU per request",
+                "CPU time (user + system) the server process spent per answered request, from \
+                 /proc/<pid>/stat; lower is better. It depends less on the machine than \
+                 requests per second do.",
+                "µs",
+                |s| s.cpu_us_per_request.unwrap_or(0.0),
+                "µs",
             ),
             speed_chart(
                 report,

@@ -189,6 +189,21 @@ impl Instance {
         }
     }
 
+    /// CPU time the process has used so far (user + system), from `/proc/<pid>/stat`; `None`
+    /// where there is no such file (not Linux).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which may hold spaces) start at its closing ')'.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_secs_f64(
+            ticks as f64 / clock_ticks_per_second(),
+        ))
+    }
+
     /// The URL of `path` on this instance.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -242,6 +257,21 @@ fn listening_address(line: &str) -> Option<String> {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`), 100 when it cannot be asked.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|&t| t > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 #[cfg(test)]

@@ -124,10 +124,15 @@ pub async fn speed(
             Scenario::Home => user::anonymous_client(concurrency)?,
             _ => user::client_with_cookie(&browser.cookie(&one)?, concurrency)?,
         };
-        let result = run(scenario, &http, &one.base, concurrency, duration).await?;
+        let result = run(scenario, &http, &one, concurrency, duration).await?;
         progress(&format!(
-            "{:<30} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
-            result.request, result.rps, result.p50_ms, result.p99_ms, result.errors
+            "{:<30} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU {} us/req  errors {}",
+            result.request,
+            result.rps,
+            result.p50_ms,
+            result.p99_ms,
+            result.cpu_text(),
+            result.errors
         ));
         scenarios.push(result);
     }
@@ -144,10 +149,11 @@ struct Tally {
 async fn run(
     scenario: Scenario,
     http: &reqwest::Client,
-    base: &str,
+    server: &Instance,
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<ScenarioResult> {
+    let base = server.base.as_str();
     let start = Arc::new(Barrier::new(concurrency + 1));
     let mut clients = JoinSet::new();
     for client in 0..concurrency {
@@ -190,6 +196,7 @@ async fn run(
     }
     start.wait().await;
     let began = Instant::now();
+    let cpu_before = server.cpu_time();
     let mut latencies = histogram()?;
     let mut errors = 0;
     while let Some(joined) = clients.join_next().await {
@@ -200,6 +207,10 @@ async fn run(
         errors += tally.errors;
     }
     let secs = began.elapsed().as_secs_f64();
+    let cpu = server
+        .cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let requests = latencies.len();
     let ms = |us: u64| {
         let us = us as f64;
@@ -221,6 +232,7 @@ async fn run(
         p50_ms: ms(latencies.value_at_quantile(0.50)),
         p99_ms: ms(latencies.value_at_quantile(0.99)),
         max_ms: ms(latencies.max()),
+        cpu_us_per_request: cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / (requests.max(1) as f64)),
     })
 }
 

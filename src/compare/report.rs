@@ -250,6 +250,18 @@ pub struct ScenarioResult {
     pub p99_ms: f64,
     /// Slowest request, milliseconds.
     pub max_ms: f64,
+    /// CPU time the server process spent per answered request (user + system, from
+    /// `/proc/<pid>/stat`), microseconds; `None` where the platform does not say.
+    #[serde(default)]
+    pub cpu_us_per_request: Option<f64>,
+}
+
+impl ScenarioResult {
+    /// The CPU per request as the tables show it: `42.1`, or `n/a` where it was not measured.
+    pub fn cpu_text(&self) -> String {
+        self.cpu_us_per_request
+            .map_or_else(|| "n/a".to_owned(), |us| format!("{us:.1}"))
+    }
 }
 
 impl Speed {
@@ -519,6 +531,7 @@ impl Report {
                         format!("{:.0}", s.rps),
                         format!("{:.2}", s.p50_ms),
                         format!("{:.2}", s.p99_ms),
+                        s.cpu_text(),
                         s.errors.to_string(),
                     ]);
                 }
@@ -528,7 +541,8 @@ impl Report {
             let _ = writeln!(
                 out,
                 "\nSpeed: {} concurrent clients sharing one login, {} s per scenario, {} build, \
-                 {} cores shared by client and server",
+                 {} cores shared by client and server; CPU us/req is the server process's CPU \
+                 time per answered request, the figure that holds best across machines",
                 self.load.concurrency,
                 self.load.duration_secs,
                 self.machine.build,
@@ -536,7 +550,14 @@ impl Report {
             );
             out.push_str(&text_table(
                 &[
-                    "backend", "request", "kind", "req/s", "p50 ms", "p99 ms", "errors",
+                    "backend",
+                    "request",
+                    "kind",
+                    "req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "CPU us/req",
+                    "errors",
                 ],
                 &speed_rows,
             ));
