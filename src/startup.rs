@@ -204,20 +204,30 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
         .service(web::resource("/healthz").route(get_or_head().to(pages::healthz)))
         .service(web::resource("/metrics").route(get_or_head().to(live::metrics)));
 
-    // Stateful. Middleware, outermost first: refuse cross-site forms, limit login attempts,
-    // turn a store failure into 503, load/save the session, enforce its timeouts, no-store.
+    // Stateful. Middleware, outermost first: refuse cross-site forms, turn a store failure
+    // into 503, load/save the session, enforce its timeouts, no-store; then, on /login and
+    // /register only, limit attempts per address.
     cfg.service(
         web::scope("")
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
             .wrap(from_fn(session::enforce_timeouts))
             .wrap(sessions)
             .wrap(from_fn(guard::session_store_unavailable))
-            .wrap(from_fn(guard::limit_login_posts))
             .wrap(from_fn(guard::refuse_cross_origin))
-            .route("/register", web::get().to(auth::register_form))
-            .route("/register", web::post().to(auth::register))
-            .route("/login", web::get().to(auth::login_form))
-            .route("/login", web::post().to(auth::login))
+            // The login limit wraps the resources themselves, so it sees every request the
+            // router gives them, whatever spelling of the path (`/%6Cogin`) got it there.
+            .service(
+                web::resource("/register")
+                    .wrap(from_fn(guard::limit_login_posts))
+                    .route(web::get().to(auth::register_form))
+                    .route(web::post().to(auth::register)),
+            )
+            .service(
+                web::resource("/login")
+                    .wrap(from_fn(guard::limit_login_posts))
+                    .route(web::get().to(auth::login_form))
+                    .route(web::post().to(auth::login)),
+            )
             .route("/logout", web::post().to(auth::logout))
             .route("/account", web::get().to(account::page))
             .route(

@@ -1,7 +1,7 @@
 //! Register, log in, log out.
 
 use actix_web::{
-    HttpResponse,
+    HttpRequest, HttpResponse,
     http::{StatusCode, header},
     web,
 };
@@ -9,12 +9,13 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{
-    Nav, Site,
+    Nav, Site, client,
     errors::AppError,
     guard::LoginLimits,
     http::{safe_next, see_other},
 };
 use crate::{
+    config::Settings,
     db::Db,
     domain::{
         accounts::{self, Password, RegisterError, Username},
@@ -110,27 +111,28 @@ pub async fn login_form(
 
 /// `POST /login`.
 pub async fn login(
+    req: HttpRequest,
     site: web::Data<Site>,
     db: web::Data<Db>,
+    settings: web::Data<Settings>,
     limits: web::Data<LoginLimits>,
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     let next = safe_next(form.next.as_deref());
-    let account = form.username.trim().to_ascii_lowercase();
-    if let Some(retry_after_secs) = limits.account_locked_for(&account).await {
+    let address = client::address(&req, &settings.trusted_proxies);
+    if let Some(retry_after_secs) = limits.throttled_for(&form.username, address).await {
         return Err(AppError::TooManyRequests {
             message: format!(
-                "Too many failed logins for this account. Please wait {} minutes and try again.",
-                retry_after_secs.div_ceil(60)
+                "Too many failed logins for this account from your address. Please wait {retry_after_secs} seconds and try again."
             ),
             retry_after_secs,
         });
     }
     match accounts::authenticate(&db, &form.username, &form.password).await? {
         Some(user) => {
-            limits.clear_failures(&account).await;
+            limits.clear_failures(&form.username, address).await;
             session.log_in(
                 SessionUser {
                     id: user.id,
@@ -141,7 +143,7 @@ pub async fn login(
             Ok(see_other(&next))
         }
         None => {
-            limits.record_failure(&account).await;
+            limits.record_failure(&form.username, address).await;
             let page = super::private_page(&LoginPage {
                 site: &site,
                 nav: Nav::of(&session, "login"),

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod cart;
+pub mod client;
 pub mod compare;
 pub mod errors;
 pub mod guard;
