@@ -1,11 +1,18 @@
 //! Accounts: validated usernames and passwords, argon2id hashing off the async workers.
 
-use std::{fmt, sync::LazyLock};
+use std::{
+    fmt,
+    num::NonZeroUsize,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use argon2::{
     Algorithm, Argon2, Params, Version,
     password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
 };
+
+use tokio::sync::Semaphore;
 
 use crate::db::Db;
 
@@ -47,12 +54,19 @@ impl fmt::Display for Username {
     }
 }
 
+/// Most bytes of a password anyone may send: longer ones are refused before any hashing.
+/// (128 characters of four bytes each fit twice over.)
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
 /// A password of 8 to 128 characters; longer ones are refused, never truncated.
 pub struct Password(String);
 
 impl Password {
     /// Checks the length rules.
     pub fn parse(input: &str) -> Result<Self, &'static str> {
+        if input.len() > MAX_PASSWORD_BYTES {
+            return Err("Passwords are at most 128 characters long.");
+        }
         match input.chars().count() {
             0..8 => Err("Passwords are at least 8 characters long."),
             8..=128 => Ok(Self(input.to_owned())),
@@ -85,10 +99,78 @@ pub enum RegisterError {
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// Every hashing slot stayed busy for [`HASH_WAIT`].
+    #[error(transparent)]
+    Busy(#[from] Busy),
     /// Hashing failed or was cancelled.
     #[error(transparent)]
     Hashing(#[from] anyhow::Error),
 }
+
+/// Why a login could not be checked (a wrong password is not an error: it is `Ok(None)`).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Every hashing slot stayed busy for [`HASH_WAIT`].
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Hashing failed or was cancelled.
+    #[error(transparent)]
+    Hashing(#[from] anyhow::Error),
+}
+
+/// Every hashing slot stayed busy: the server is hashing as many passwords as it has cores.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("every password-hashing slot is busy")]
+pub struct Busy;
+
+/// How long a login or registration waits for a hashing slot before it is answered 503.
+pub const HASH_WAIT: Duration = Duration::from_secs(2);
+
+/// Bounds the hashes in flight. Each argon2id hash holds 19 MiB while it runs, and the
+/// blocking pool would run hundreds at once: a flood of logins would take gigabytes. With one
+/// slot per core, hashing uses the CPU as fully as before and memory stays at a few hashes.
+pub struct HashGate {
+    slots: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl HashGate {
+    /// A gate of `slots` hashes at once, each caller waiting at most `wait` for a slot.
+    pub fn new(slots: usize, wait: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            wait,
+        }
+    }
+
+    /// Runs `work` on the blocking pool once a slot is free. The slot goes with the work, so
+    /// a request that gives up (the client left) still holds it until the hash ends.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<anyhow::Result<T>, Busy> {
+        let permit = tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| Busy)?
+            .map_err(|_| Busy)?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing task failed: {e}")))
+    }
+}
+
+/// The gate every password hash of this process goes through: one slot per core.
+static GATE: LazyLock<HashGate> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, NonZeroUsize::get);
+    HashGate::new(cores, HASH_WAIT)
+});
 
 /// Argon2id with the OWASP parameters: 19 MiB, 2 passes, 1 lane.
 fn hasher() -> Argon2<'static> {
@@ -96,10 +178,17 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// A hash of a password nobody knows: unknown users cost one verify, like known ones.
+/// A hash of a password nobody knows: unknown users cost one verify, like known ones. The
+/// salt is fixed, so no random source can fail here; an error would be a wrong constant, and
+/// falling back to a cheap fake hash would let timing tell unknown names from known ones.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    hash_blocking("a password nobody will ever type, used for timing only")
-        .unwrap_or_else(|_| String::from("$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$invalid"))
+    hasher()
+        .hash_password_with_salt(
+            b"a password nobody will ever type, used for timing only",
+            b"statecart-dummy-salt",
+        )
+        .map(|h| h.to_string())
+        .expect("constant password and salt hash")
 });
 
 fn hash_blocking(password: &str) -> anyhow::Result<String> {
@@ -120,9 +209,7 @@ pub async fn register(
     username: &Username,
     password: Password,
 ) -> Result<User, RegisterError> {
-    let phc = tokio::task::spawn_blocking(move || hash_blocking(&password.0))
-        .await
-        .map_err(|e| anyhow::anyhow!("hashing task failed: {e}"))??;
+    let phc = GATE.run(move || hash_blocking(&password.0)).await???;
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO users (username, username_key, password_hash, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (username_key) DO NOTHING RETURNING id",
@@ -143,11 +230,24 @@ pub async fn register(
 }
 
 /// Checks a username and password. Unknown users and wrong passwords look exactly alike.
-pub async fn authenticate(db: &Db, username: &str, password: &str) -> anyhow::Result<Option<User>> {
-    let key = username.trim().to_ascii_lowercase();
+///
+/// A name no account can have (wrong characters, control characters, too long) or a password
+/// over [`MAX_PASSWORD_BYTES`] fails at once, before any query or hash: the answer depends on
+/// the input alone, so it tells nothing about which accounts exist.
+pub async fn authenticate(
+    db: &Db,
+    username: &str,
+    password: &str,
+) -> Result<Option<User>, AuthError> {
+    let Ok(name) = Username::parse(username) else {
+        return Ok(None);
+    };
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Ok(None);
+    }
     let row: Option<(i64, String, String)> =
         sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username_key = $1")
-            .bind(&key)
+            .bind(name.key())
             .fetch_optional(&db.pool)
             .await?;
     let (user, phc) = match row {
@@ -155,7 +255,7 @@ pub async fn authenticate(db: &Db, username: &str, password: &str) -> anyhow::Re
         None => (None, DUMMY_HASH.clone()),
     };
     let password = password.to_owned();
-    let valid = tokio::task::spawn_blocking(move || verify_blocking(&password, &phc)).await?;
+    let valid = GATE.run(move || verify_blocking(&password, &phc)).await??;
     Ok(user.filter(|_| valid))
 }
 
@@ -195,6 +295,31 @@ mod tests {
         assert!(Password::parse("12345678").is_ok());
         assert!(Password::parse(&"p".repeat(128)).is_ok());
         assert!(Password::parse(&"p".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn passwords_over_the_byte_cap_are_refused_before_counting() {
+        assert!(Password::parse(&"é".repeat(128)).is_ok());
+        assert!(Password::parse(&"p".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn the_dummy_hash_is_a_real_hash_with_the_real_parameters() {
+        assert!(DUMMY_HASH.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(PasswordHash::new(&DUMMY_HASH).is_ok());
+        assert!(verify_blocking(
+            "a password nobody will ever type, used for timing only",
+            &DUMMY_HASH
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_gate_answers_busy_instead_of_queueing_forever() {
+        let gate = HashGate::new(1, Duration::from_millis(50));
+        let held = Arc::clone(&gate.slots).acquire_owned().await.expect("slot");
+        assert!(gate.run(|| 1).await.is_err(), "busy while the slot is held");
+        drop(held);
+        assert_eq!(gate.run(|| 1).await.ok().and_then(Result::ok), Some(1));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::{
     config::Settings,
     db::Db,
     domain::{
-        accounts::{self, Password, RegisterError, Username},
+        accounts::{self, AuthError, Password, RegisterError, Username},
         now_epoch,
     },
     session::state::{Flash, SessionUser, TypedSession},
@@ -107,6 +107,24 @@ pub async fn login_form(
         username: String::new(),
         next,
     })
+}
+
+impl From<AuthError> for AppError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Busy(_) => busy(),
+            AuthError::Database(err) => err.into(),
+            AuthError::Hashing(err) => Self::Internal(err),
+        }
+    }
+}
+
+/// Every password-hashing slot stayed busy: 503 with `Retry-After`, nothing changed.
+fn busy() -> AppError {
+    tracing::warn!("every password-hashing slot is busy");
+    AppError::Unavailable {
+        what: "Password checking",
+    }
 }
 
 /// `POST /login`.
@@ -222,6 +240,7 @@ pub async fn register(
         }
         Err(RegisterError::Taken) => refuse(RegisterError::Taken.to_string()),
         Err(RegisterError::Database(err)) => Err(err.into()),
+        Err(RegisterError::Busy(_)) => Err(busy()),
         Err(RegisterError::Hashing(err)) => Err(AppError::Internal(err)),
     }
 }
