@@ -27,7 +27,7 @@ use crate::{
     live::LiveHub,
     session::{self, Store},
     web::{
-        Site, account, admin, assets, auth, cart, errors,
+        Site, account, admin, assets, auth, body, cart, errors,
         guard::{self, LoginLimits},
         inspector, live, orders, pages,
     },
@@ -115,6 +115,7 @@ impl Application {
                 .app_data(budget.clone())
                 .app_data(hub_data.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
+                .wrap(from_fn(body::time_out_slow_bodies))
                 .wrap(from_fn(errors::render_error_pages))
                 .wrap(DefaultHeaders::new().add(("X-Statecart-Instance", instance.clone())))
                 .wrap(from_fn(log_request))

@@ -24,6 +24,9 @@ pub enum AppError {
         /// The local path to return to.
         next: String,
     },
+    /// 408: the request body did not arrive in time.
+    #[error("The request took too long to arrive. Nothing was changed.")]
+    RequestTimeout,
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -96,6 +99,7 @@ impl ResponseError for AppError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::LoginRequired { .. } => StatusCode::SEE_OTHER,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -133,6 +137,10 @@ impl ResponseError for AppError {
             Self::Unavailable { .. } => {
                 res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
+            // The rest of the body may still trickle in: never read it, end the connection.
+            Self::RequestTimeout => {
+                res.force_close();
+            }
             _ => {}
         }
         let mut res = res.finish();
@@ -148,6 +156,7 @@ pub fn default_message(status: StatusCode) -> &'static str {
         403 => "That is not allowed.",
         404 => "There is nothing here. The page may have moved, or the address has a typo.",
         405 => "That page does not accept this kind of request.",
+        408 => "The request took too long to arrive. Nothing was changed.",
         409 => "That conflicts with the shop's current state. Nothing was changed.",
         413 => "That request was too large. Nothing was changed.",
         415 => "That request had a content type this page does not accept.",
@@ -236,6 +245,9 @@ fn error_page(old: HttpResponse, site: Option<&Site>, wants_json: bool) -> HttpR
         .unwrap_or_else(|| default_message(status).to_owned());
     let mut new = HttpResponse::build(status);
     new.insert_header((header::CACHE_CONTROL, "no-store"));
+    if old.head().connection_type() == actix_web::http::ConnectionType::Close {
+        new.force_close();
+    }
     let mut new = if wants_json {
         new.json(serde_json::json!({ "error": message, "status": status.as_u16() }))
     } else {
