@@ -30,6 +30,12 @@ pub enum AppError {
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// 413: the body is larger than the page accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not of a type the page reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 403: the request is not allowed.
     #[error("{0}")]
     Forbidden(String),
@@ -101,6 +107,8 @@ impl ResponseError for AppError {
             Self::LoginRequired { .. } => StatusCode::SEE_OTHER,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
