@@ -117,7 +117,7 @@ impl Application {
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
                 .wrap(from_fn(body::time_out_slow_bodies))
                 .wrap(from_fn(errors::render_error_pages))
-                .wrap(DefaultHeaders::new().add(("X-Statecart-Instance", instance.clone())))
+                .wrap(default_headers(&instance))
                 .wrap(from_fn(log_request))
                 .configure(|cfg| routes(cfg, sessions))
         })
@@ -178,6 +178,16 @@ fn session_middleware(store: &Store, key: &Key, settings: &Settings) -> SessionM
             BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::seconds(idle)),
         )
         .build()
+}
+
+/// Headers on every response: the instance, and what browsers should refuse (framing,
+/// sniffing, scripts and styles from elsewhere, the full URL in referrers). Error responses
+/// that skip this middleware get the same from `errors::render_error_pages`.
+fn default_headers(instance: &str) -> DefaultHeaders {
+    crate::web::SECURITY_HEADERS.iter().fold(
+        DefaultHeaders::new().add(("X-Statecart-Instance", instance.to_owned())),
+        |headers, &(name, value)| headers.add((name, value)),
+    )
 }
 
 fn spawn_housekeeping(store: Store, limits: web::Data<LoginLimits>) -> tokio::task::JoinHandle<()> {

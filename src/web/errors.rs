@@ -225,6 +225,13 @@ pub async fn render_error_pages(
                     value,
                 );
             }
+            // This response skips the default headers of the app: give it the same.
+            for (name, value) in super::SECURITY_HEADERS {
+                page.headers_mut().insert(
+                    header::HeaderName::from_static(name),
+                    header::HeaderValue::from_static(value),
+                );
+            }
             Err(actix_web::error::InternalError::from_response(err.to_string(), page).into())
         }
     }
