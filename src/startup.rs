@@ -100,7 +100,11 @@ impl Application {
         let db_data = web::Data::new(db.clone());
         let settings_data = web::Data::new(settings.clone());
         let store_data = web::Data::new(store.clone());
-        let budget = web::Data::new(session::CookieBudget::new(settings.session_backend, &key));
+        let budget = web::Data::new(session::CookieBudget::new(
+            settings.session_backend,
+            &key,
+            settings.cookie_name(),
+        ));
         let hub_data = web::Data::new(Arc::clone(&hub));
         let instance = settings.instance.clone();
 
@@ -165,7 +169,7 @@ impl Application {
 fn session_middleware(store: &Store, key: &Key, settings: &Settings) -> SessionMiddleware<Store> {
     let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
     SessionMiddleware::builder(store.clone(), key.clone())
-        .cookie_name(session::COOKIE_NAME.to_owned())
+        .cookie_name(settings.cookie_name().to_owned())
         .cookie_content_security(CookieContentSecurity::Private)
         .cookie_http_only(true)
         .cookie_same_site(SameSite::Lax)

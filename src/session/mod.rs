@@ -31,7 +31,7 @@ use redis::RedisStore;
 use sql::SqlStore;
 use state::{State, TypedSession};
 
-/// Name of the session cookie.
+/// Name of the session cookie when it is not `Secure` (see `Settings::cookie_name`).
 pub const COOKIE_NAME: &str = "statecart";
 
 /// Browsers refuse cookies larger than this (name and value, as sent).
@@ -48,15 +48,15 @@ pub const ENCODING_MARGIN: usize = 96;
 pub enum CookieBudget {
     /// Server-side state: the cookie holds only a key.
     Unlimited,
-    /// The state is encrypted into the cookie with this key.
-    Cookie(actix_web::cookie::Key),
+    /// The state is encrypted into the cookie with this key, under this cookie name.
+    Cookie(actix_web::cookie::Key, &'static str),
 }
 
 impl CookieBudget {
     /// The budget for `backend`.
-    pub fn new(backend: SessionBackend, key: &actix_web::cookie::Key) -> Self {
+    pub fn new(backend: SessionBackend, key: &actix_web::cookie::Key, name: &'static str) -> Self {
         match backend {
-            SessionBackend::Cookie => Self::Cookie(key.clone()),
+            SessionBackend::Cookie => Self::Cookie(key.clone(), name),
             _ => Self::Unlimited,
         }
     }
@@ -64,13 +64,13 @@ impl CookieBudget {
     /// Exact size of the cookie this state would become (encrypted and encoded), if it
     /// lives in the cookie.
     pub fn cookie_bytes(&self, state: &State) -> Option<usize> {
-        let Self::Cookie(key) = self else {
+        let Self::Cookie(key, name) = self else {
             return None;
         };
         let json = serde_json::to_string(state).ok()?;
         let mut jar = actix_web::cookie::CookieJar::new();
         jar.private_mut(key)
-            .add(actix_web::cookie::Cookie::new(COOKIE_NAME, json));
+            .add(actix_web::cookie::Cookie::new(*name, json));
         let cookie = jar.delta().next()?;
         Some(cookie.encoded().to_string().len())
     }
@@ -85,7 +85,7 @@ impl CookieBudget {
     pub fn fits(&self, state: &State) -> bool {
         match self {
             Self::Unlimited => true,
-            Self::Cookie(_) => self
+            Self::Cookie(..) => self
                 .cookie_bytes(state)
                 .is_some_and(|bytes| bytes + ENCODING_MARGIN <= MAX_COOKIE_BYTES),
         }
@@ -332,8 +332,8 @@ pub fn touch_interval_secs(idle_timeout_secs: u64) -> i64 {
 pub const SESSION_ENDED: &str = "Your session has ended (it expired, was ended elsewhere, or \
      the server no longer has it). Please log in again.";
 
-fn carries_session_cookie(req: &ServiceRequest) -> bool {
-    req.cookie(COOKIE_NAME).is_some()
+fn carries_session_cookie(req: &ServiceRequest, name: &str) -> bool {
+    req.cookie(name).is_some()
 }
 
 /// Enforces the idle and absolute timeouts on every backend, the cookie one included: the
@@ -359,7 +359,7 @@ pub async fn enforce_timeouts(
             {
                 session.touch(meta, now);
             }
-        } else if session.is_empty() && carries_session_cookie(&req) {
+        } else if session.is_empty() && carries_session_cookie(&req, settings.cookie_name()) {
             // The browser holds a session the server no longer knows (expired from the store,
             // revoked, or lost in a restart of the memory backend): say so once.
             session.set_flash(true, SESSION_ENDED);
