@@ -77,6 +77,17 @@ impl Application {
             tracing::info!("seeded the catalog (first start of this database)");
         }
 
+        let missing = crate::admin::bootstrap(&db, &settings.admin_users)
+            .await
+            .context("granting admin_users")?;
+        if !missing.is_empty() {
+            tracing::warn!(
+                names = %missing.join(","),
+                "admin_users names accounts that do not exist; nobody was made admin for them \
+                 (grant the role once they register: statecart admin grant <username>)"
+            );
+        }
+
         // Built once and shared by every worker: a store or key per worker loses sessions.
         let key = session::key::load_or_create(&settings)?;
         let store = Store::build(&settings, &db)?;

@@ -1,4 +1,5 @@
-//! Accounts: validated usernames and passwords, argon2id hashing off the async workers.
+//! Accounts: validated usernames and passwords, argon2id hashing off the async workers, a
+//! bounded number of hashes at once, and the admin role.
 
 use std::{
     fmt,
@@ -257,6 +258,29 @@ pub async fn authenticate(
     let password = password.to_owned();
     let valid = GATE.run(move || verify_blocking(&password, &phc)).await??;
     Ok(user.filter(|_| valid))
+}
+
+/// Whether the account `user_id` holds the admin role.
+pub async fn is_admin(db: &Db, user_id: i64) -> Result<bool, sqlx::Error> {
+    let role: Option<i64> = sqlx::query_scalar("SELECT is_admin FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(role == Some(1))
+}
+
+/// Grants or revokes the admin role of an existing account; `Ok(None)` when there is no such
+/// account, else the name as registered.
+pub async fn set_admin(
+    db: &Db,
+    username: &Username,
+    admin: bool,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("UPDATE users SET is_admin = $1 WHERE username_key = $2 RETURNING username")
+        .bind(i64::from(admin))
+        .bind(username.key())
+        .fetch_optional(&db.pool)
+        .await
 }
 
 #[cfg(test)]
