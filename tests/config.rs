@@ -241,3 +241,14 @@ fn migrate_applies_migrations_and_exits() {
         "the SQLite file is created"
     );
 }
+
+#[test]
+fn every_config_key_has_a_row_in_the_readme_table() {
+    let readme = include_str!("../README.md");
+    for key in statecart::config::KEYS {
+        assert!(
+            readme.contains(&format!("| `{key}` |")),
+            "README's config table has no row for `{key}`"
+        );
+    }
+}
