@@ -161,7 +161,11 @@ pub async fn login(
             Ok(see_other(&next))
         }
         None => {
-            limits.record_failure(&form.username, address).await;
+            // A name no account can have never succeeds, so there is nothing to slow down;
+            // counting it would only let a flood of made-up names push real counts out.
+            if Username::parse(&form.username).is_ok() {
+                limits.record_failure(&form.username, address).await;
+            }
             let page = super::private_page(&LoginPage {
                 site: &site,
                 nav: Nav::of(&session, "login"),
