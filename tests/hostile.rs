@@ -516,6 +516,34 @@ async fn hostile_credentials_get_the_generic_answer(variant: Variant) {
             &[400],
         )
         .anonymous(),
+        post(
+            "login, next with a bidi override",
+            "/login",
+            "username=vic&password=x&next=/%E2%80%AEgpj.exe",
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "login, next of 4 KB",
+            "/login",
+            &format!("username=vic&password=x&next=/{}", big(4_000)),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "login, next twice",
+            "/login",
+            "username=vic&password=x&next=/a&next=//evil.example",
+            &[400],
+        )
+        .anonymous(),
+        post(
+            "register, next non-UTF-8",
+            "/register",
+            "username=vic&password=x&next=%FF%FE",
+            &[422],
+        )
+        .anonymous(),
     ];
     shop.run("credentials", cases).await;
 }
@@ -793,6 +821,104 @@ async fn admin_is_refused_to_non_admins(variant: Variant) {
         get("GET, percent-encoded path", "/%61dmin/products", &[403]),
     ];
     shop.run("admin", cases).await;
+}
+
+/// An admin's own forms refuse hostile values and change nothing in the catalog.
+async fn hostile_admin_values_change_no_price_or_stock(variant: Variant) {
+    let shop = shop(variant).await;
+    let db = shop.app.db().await;
+    let name = statecart::domain::accounts::Username::parse("vic").expect("name");
+    statecart::domain::accounts::set_admin(&db, &name, true)
+        .await
+        .expect("grant");
+    db.close().await;
+    let cases = vec![
+        post(
+            "price with NUL",
+            "/admin/products",
+            "product_id=1&price_cents=1%00",
+            &[422],
+        ),
+        post(
+            "price with a bidi override",
+            "/admin/products",
+            "product_id=1&price_cents=%E2%80%AE1",
+            &[422],
+        ),
+        post(
+            "price non-UTF-8",
+            "/admin/products",
+            "product_id=1&price_cents=%FF",
+            &[422],
+        ),
+        post(
+            "price 25 digits",
+            "/admin/products",
+            "product_id=1&price_cents=9999999999999999999999999",
+            &[422],
+        ),
+        post(
+            "price over the maximum",
+            "/admin/products",
+            "product_id=1&price_cents=100000001",
+            &[422],
+        ),
+        post(
+            "price negative",
+            "/admin/products",
+            "product_id=1&price_cents=-1",
+            &[422],
+        ),
+        post(
+            "price as a float",
+            "/admin/products",
+            "product_id=1&price_cents=1.5",
+            &[422],
+        ),
+        post(
+            "stock over the maximum",
+            "/admin/products",
+            "product_id=1&stock=1000001",
+            &[422],
+        ),
+        post(
+            "stock twice",
+            "/admin/products",
+            "product_id=1&stock=1&stock=2",
+            &[400],
+        ),
+        post(
+            "product with NUL",
+            "/admin/products",
+            "product_id=1%00&stock=1",
+            &[400],
+        ),
+        post(
+            "product overlong",
+            "/admin/products",
+            &format!("product_id={}&stock=1", "9".repeat(5000)),
+            &[400],
+        ),
+        post("no product", "/admin/products", "stock=1", &[400]),
+        post(
+            "20 KB body",
+            "/admin/products",
+            &format!("product_id=1&stock=1&pad={}", big(20_000)),
+            &[413],
+        ),
+        post("JSON body", "/admin/products", "", &[400, 415]).body(
+            "application/json",
+            br#"{"product_id":1,"stock":0}"#.to_vec(),
+        ),
+        post(
+            "cross-site, even for an admin",
+            "/admin/products",
+            "product_id=1&stock=0",
+            &[403],
+        )
+        .header("sec-fetch-site", "cross-site"),
+    ];
+    shop.run("admin values", cases).await;
 }
 
 /// The live stream and the polling endpoint refuse what they cannot serve.
@@ -1242,6 +1368,7 @@ for_each_backend!(
     malformed_cart_forms_leave_the_cart_alone,
     unreadable_checkouts_order_nothing,
     admin_is_refused_to_non_admins,
+    hostile_admin_values_change_no_price_or_stock,
     live_endpoints_refuse_abuse,
     path_tricks_find_nothing,
     the_wrong_method_changes_nothing,
