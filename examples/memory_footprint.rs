@@ -29,7 +29,10 @@ fn session_state(n: u64) -> State {
             META.to_owned(),
             format!(r#"{{"sid":"{n:024}","issued_at":1796000000,"last_seen":1796000000}}"#),
         ),
-        (CART.to_owned(), r#"{"r":3,"l":[[1,1],[2,2],[5,1]]}"#.to_owned()),
+        (
+            CART.to_owned(),
+            r#"{"r":3,"l":[[1,1],[2,2],[5,1]]}"#.to_owned(),
+        ),
     ])
 }
 

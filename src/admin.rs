@@ -4,7 +4,10 @@
 use crate::{
     Settings,
     db::Db,
-    domain::catalog::{self, CatalogError, Money, ProductId},
+    domain::{
+        accounts::{self, Username},
+        catalog::{self, CatalogError, Money, ProductId},
+    },
 };
 
 /// What an admin command can change.
@@ -72,4 +75,42 @@ pub async fn set(
         Err(CatalogError::Invalid(message)) => Err(AdminError::Refused(message.to_owned())),
         Err(CatalogError::Database(err)) => Err(AdminError::Failed(err.into())),
     }
+}
+
+/// Grants (`admin = true`) or revokes the admin role of an existing account.
+pub async fn set_role(
+    settings: &Settings,
+    username: &str,
+    admin: bool,
+) -> Result<String, AdminError> {
+    let name = Username::parse(username)
+        .map_err(|_| AdminError::Refused(format!("{username:?} is not a username")))?;
+    let db = Db::connect(&settings.database_url).await?;
+    db.migrate().await?;
+    let result = accounts::set_admin(&db, &name, admin).await;
+    db.close().await;
+    match result.map_err(anyhow::Error::from)? {
+        Some(name) if admin => Ok(format!("{name} is an admin now")),
+        Some(name) => Ok(format!("{name} is no longer an admin")),
+        None => Err(AdminError::Refused(format!(
+            "there is no account {username:?}; it must register first"
+        ))),
+    }
+}
+
+/// Grants the admin role to the accounts named in `admin_users` that exist now; a name
+/// nobody has registered grants nothing, so registering it later makes no one an admin.
+/// Returns the names that had no account.
+pub async fn bootstrap(db: &Db, names: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for name in names {
+        let granted = match Username::parse(name) {
+            Ok(name) => accounts::set_admin(db, &name, true).await?.is_some(),
+            Err(_) => false,
+        };
+        if !granted {
+            missing.push(name.clone());
+        }
+    }
+    Ok(missing)
 }

@@ -2,8 +2,9 @@
 
 use std::{
     fmt,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use base64::Engine as _;
@@ -11,6 +12,7 @@ use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Where login-session and cart state lives.
@@ -83,7 +85,7 @@ pub struct Settings {
     pub live_lease_secs: u64,
     /// What clients are told to poll at after a lease.
     pub poll_interval_secs: u64,
-    /// Usernames allowed on /admin.
+    /// Accounts granted the admin role at start, if they exist by then.
     pub admin_users: Vec<String>,
     /// Shown in every footer and in `X-Statecart-Instance`.
     pub instance: String,
@@ -99,10 +101,16 @@ pub struct Settings {
     pub live_max_leases: usize,
     /// Most live-update leases one user holds at once (one per open cart tab).
     pub live_max_leases_per_user: usize,
+    /// Peers (addresses or networks) whose `X-Forwarded-For` names the client; empty: none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long reading one request body may take before the answer is 408.
+    pub body_read_timeout: Duration,
+    /// Price and stock changes ask for the password again this long after login (0: always).
+    pub admin_reauth_after: Duration,
 }
 
 /// Every key of the config contract, as spelled in TOML (env: `STATECART_` + upper case).
-pub const KEYS: [&str; 19] = [
+pub const KEYS: [&str; 22] = [
     "listen",
     "database_url",
     "session_backend",
@@ -122,6 +130,9 @@ pub const KEYS: [&str; 19] = [
     "redis_key_prefix",
     "live_max_leases",
     "live_max_leases_per_user",
+    "trusted_proxies",
+    "body_read_timeout_secs",
+    "admin_reauth_secs",
 ];
 
 /// Default for `cart_max_lines`: keeps the encrypted cookie of a full cart well under 4096 bytes.
@@ -129,6 +140,12 @@ pub const DEFAULT_CART_MAX_LINES: usize = 50;
 /// Largest `cart_max_lines` accepted. Past about 300 lines a cookie cart cannot grow anyway:
 /// the 4096-byte check refuses the change first.
 pub const MAX_CART_LINES: usize = 1000;
+/// Longest `live_lease_secs` accepted (a day): a lease is a promise the server keeps in memory.
+pub const MAX_LIVE_LEASE_SECS: u64 = 86_400;
+/// Longest `admin_reauth_secs` accepted: a day, the default absolute session length.
+pub const MAX_ADMIN_REAUTH_SECS: u64 = 86_400;
+/// Longest `body_read_timeout_secs` accepted.
+pub const MAX_BODY_READ_TIMEOUT_SECS: u64 = 300;
 
 /// One layer of configuration: every key optional, as a source gives it. The same struct is
 /// the `serve` flags, so the key list exists once.
@@ -199,7 +216,7 @@ pub struct RawSettings {
     #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval_secs: Option<u64>,
-    /// Usernames allowed on /admin, comma-separated [default: none]
+    /// Existing accounts made admins at start, comma-separated [default: none]
     #[arg(long, global = true, value_delimiter = ',')]
     #[serde(
         default,
@@ -247,6 +264,22 @@ pub struct RawSettings {
     #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_max_leases_per_user: Option<usize>,
+    /// Proxies whose X-Forwarded-For is believed: addresses or CIDRs, comma-separated [default: none]
+    #[arg(long, global = true, value_delimiter = ',')]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_list"
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Seconds a request body may take to arrive before 408 [default: 10]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_read_timeout_secs: Option<u64>,
+    /// Seconds after login before admin changes ask for the password again; 0 = always [default: 300]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_reauth_secs: Option<u64>,
 }
 
 /// A configuration mistake: one line naming the key and what is allowed.
@@ -304,6 +337,9 @@ impl Settings {
             redis_key_prefix: "statecart:".to_owned(),
             live_max_leases: 10_000,
             live_max_leases_per_user: 5,
+            trusted_proxies: Vec::new(),
+            body_read_timeout: Duration::from_secs(10),
+            admin_reauth_after: Duration::from_secs(300),
         }
     }
 
@@ -378,7 +414,13 @@ impl Settings {
             s.cart_max_lines = v;
         }
         if let Some(v) = raw.live_lease_secs {
-            s.live_lease_secs = positive("live_lease_secs", v)?;
+            if !(1..=MAX_LIVE_LEASE_SECS).contains(&v) {
+                return Err(ConfigError::key(
+                    "live_lease_secs",
+                    format!("is {v}; allowed: 1 to {MAX_LIVE_LEASE_SECS}"),
+                ));
+            }
+            s.live_lease_secs = v;
         }
         if let Some(v) = raw.poll_interval_secs {
             s.poll_interval_secs = positive("poll_interval_secs", v)?;
@@ -396,9 +438,11 @@ impl Settings {
             }
             s.instance = instance;
         }
-        if let Some(v) = raw.cookie_secure {
-            s.cookie_secure = v;
-        }
+        // Unset, the cookie is Secure unless the server listens on loopback only: anything
+        // reachable from elsewhere should be behind https.
+        s.cookie_secure = raw
+            .cookie_secure
+            .unwrap_or_else(|| !s.listen.ip().is_loopback());
         if let Some(v) = raw.memory_max_sessions {
             s.memory_max_sessions = positive("memory_max_sessions", v)?;
         }
@@ -420,12 +464,54 @@ impl Settings {
             }
             s.redis_key_prefix = prefix;
         }
+        if let Some(proxies) = raw.trusted_proxies {
+            s.trusted_proxies = proxies
+                .iter()
+                .map(|p| parse_network(p))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    ConfigError::key(
+                        "trusted_proxies",
+                        format!(
+                            "is {proxies:?}; expected addresses or networks like 10.0.0.1, 10.0.0.0/8, ::1"
+                        ),
+                    )
+                })?;
+        }
+        if let Some(v) = raw.body_read_timeout_secs {
+            if !(1..=MAX_BODY_READ_TIMEOUT_SECS).contains(&v) {
+                return Err(ConfigError::key(
+                    "body_read_timeout_secs",
+                    format!("is {v}; allowed: 1 to {MAX_BODY_READ_TIMEOUT_SECS}"),
+                ));
+            }
+            s.body_read_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = raw.admin_reauth_secs {
+            if v > MAX_ADMIN_REAUTH_SECS {
+                return Err(ConfigError::key(
+                    "admin_reauth_secs",
+                    format!("is {v}; allowed: 0 to {MAX_ADMIN_REAUTH_SECS}"),
+                ));
+            }
+            s.admin_reauth_after = Duration::from_secs(v);
+        }
         Ok(s)
     }
 
     /// Whether the database is PostgreSQL (otherwise SQLite).
     pub fn uses_postgres(&self) -> bool {
         self.database_url.starts_with("postgres")
+    }
+
+    /// The session cookie's name: with `Secure`, the `__Host-` prefix makes browsers refuse
+    /// the cookie unless it came over https for this very host, with `Path=/` and no domain.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.cookie_secure {
+            "__Host-statecart"
+        } else {
+            "statecart"
+        }
     }
 }
 
@@ -438,7 +524,8 @@ impl fmt::Display for Settings {
              idle_timeout_secs={} absolute_timeout_secs={} login_rate_limit_per_minute={} \
              cart_max_lines={} live_lease_secs={} poll_interval_secs={} admin_users=[{}] \
              instance={} data_dir={} cookie_secure={} memory_max_sessions={} redis_key_prefix={} \
-             live_max_leases={} live_max_leases_per_user={}",
+             live_max_leases={} live_max_leases_per_user={} trusted_proxies=[{}] \
+             body_read_timeout_secs={} admin_reauth_secs={}",
             self.listen,
             mask_url(&self.database_url),
             self.session_backend,
@@ -462,6 +549,13 @@ impl fmt::Display for Settings {
             self.redis_key_prefix,
             self.live_max_leases,
             self.live_max_leases_per_user,
+            self.trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            self.body_read_timeout.as_secs(),
+            self.admin_reauth_after.as_secs(),
         )
     }
 }
@@ -505,6 +599,13 @@ fn default_instance() -> String {
     } else {
         host
     }
+}
+
+/// An address (a network of one) or a network in CIDR notation.
+fn parse_network(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
@@ -611,6 +712,67 @@ mod tests {
             "postgres://app:***@db/shop"
         );
         assert_eq!(mask_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn the_cookie_is_secure_by_default_off_loopback_only() {
+        let on = |listen: &str, secure: Option<bool>| {
+            Settings::from_raw(RawSettings {
+                listen: Some(listen.into()),
+                cookie_secure: secure,
+                ..Default::default()
+            })
+            .map(|s| (s.cookie_secure, s.cookie_name()))
+            .ok()
+        };
+        assert_eq!(on("127.0.0.1:8080", None), Some((false, "statecart")));
+        assert_eq!(on("[::1]:8080", None), Some((false, "statecart")));
+        assert_eq!(on("0.0.0.0:8080", None), Some((true, "__Host-statecart")));
+        assert_eq!(on("0.0.0.0:8080", Some(false)), Some((false, "statecart")));
+        assert_eq!(
+            on("127.0.0.1:8080", Some(true)),
+            Some((true, "__Host-statecart"))
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let raw = RawSettings {
+            trusted_proxies: Some(vec!["10.0.0.0/8".into(), "::1".into(), "192.0.2.7".into()]),
+            ..Default::default()
+        };
+        let s = Settings::from_raw(raw).expect("valid");
+        let shown: Vec<String> = s.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        let raw = RawSettings {
+            trusted_proxies: Some(vec!["nginx".into()]),
+            ..Default::default()
+        };
+        let err = Settings::from_raw(raw).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("trusted_proxies")));
+    }
+
+    #[test]
+    fn lease_and_body_timeouts_are_bounded() {
+        for (lease, body) in [
+            (Some(0), None),
+            (Some(86_401), None),
+            (None, Some(0)),
+            (None, Some(301)),
+        ] {
+            let raw = RawSettings {
+                live_lease_secs: lease,
+                body_read_timeout_secs: body,
+                ..Default::default()
+            };
+            assert!(Settings::from_raw(raw).is_err(), "{lease:?} {body:?}");
+        }
+        let raw = RawSettings {
+            live_lease_secs: Some(86_400),
+            body_read_timeout_secs: Some(300),
+            ..Default::default()
+        };
+        assert!(Settings::from_raw(raw).is_ok());
     }
 
     #[test]

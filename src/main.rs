@@ -56,6 +56,18 @@ enum AdminAction {
         #[arg(allow_hyphen_values = true)]
         count: String,
     },
+    /// Make an existing account an admin: admin grant <username>
+    Grant {
+        /// The account's username
+        #[arg(allow_hyphen_values = true)]
+        username: String,
+    },
+    /// Take the admin role from an account: admin revoke <username>
+    Revoke {
+        /// The account's username
+        #[arg(allow_hyphen_values = true)]
+        username: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,12 +102,18 @@ fn main() -> ExitCode {
 
 /// Runs an admin command: refused input exits 2, like a config mistake.
 async fn admin(settings: &Settings, action: AdminAction) -> anyhow::Result<ExitCode> {
-    use statecart::admin::{AdminError, Field, set};
-    let (field, product, value) = match &action {
-        AdminAction::SetPrice { product_id, cents } => (Field::Price, product_id, cents),
-        AdminAction::SetStock { product_id, count } => (Field::Stock, product_id, count),
+    use statecart::admin::{AdminError, Field, set, set_role};
+    let result = match &action {
+        AdminAction::SetPrice { product_id, cents } => {
+            set(settings, Field::Price, product_id, cents).await
+        }
+        AdminAction::SetStock { product_id, count } => {
+            set(settings, Field::Stock, product_id, count).await
+        }
+        AdminAction::Grant { username } => set_role(settings, username, true).await,
+        AdminAction::Revoke { username } => set_role(settings, username, false).await,
     };
-    match set(settings, field, product, value).await {
+    match result {
         Ok(done) => {
             println!("{done}");
             Ok(ExitCode::SUCCESS)

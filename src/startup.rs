@@ -27,7 +27,7 @@ use crate::{
     live::LiveHub,
     session::{self, Store},
     web::{
-        Site, account, admin, assets, auth, cart, errors,
+        Site, account, admin, assets, auth, body, cart, errors,
         guard::{self, LoginLimits},
         inspector, live, orders,
         pages::{self, PublicPages},
@@ -78,6 +78,17 @@ impl Application {
             tracing::info!("seeded the catalog (first start of this database)");
         }
 
+        let missing = crate::admin::bootstrap(&db, &settings.admin_users)
+            .await
+            .context("granting admin_users")?;
+        if !missing.is_empty() {
+            tracing::warn!(
+                names = %missing.join(","),
+                "admin_users names accounts that do not exist; nobody was made admin for them \
+                 (grant the role once they register: statecart admin grant <username>)"
+            );
+        }
+
         // Built once and shared by every worker: a store or key per worker loses sessions.
         let key = session::key::load_or_create(&settings)?;
         let store = Store::build(&settings, &db)?;
@@ -107,6 +118,7 @@ impl Application {
         let budget = web::Data::new(session::CookieBudget::new(
             settings.session_backend,
             &key,
+            settings.cookie_name(),
             settings.cart_max_lines,
         ));
         let hub_data = web::Data::new(Arc::clone(&hub));
@@ -129,8 +141,9 @@ impl Application {
                 .app_data(catalog_data.clone())
                 .app_data(public_pages.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
+                .wrap(from_fn(body::time_out_slow_bodies))
                 .wrap(from_fn(errors::render_error_pages))
-                .wrap(DefaultHeaders::new().add(("X-Statecart-Instance", instance.clone())))
+                .wrap(default_headers(&instance))
                 .wrap(from_fn(log_request))
                 .configure(|cfg| routes(cfg, sessions))
         })
@@ -178,7 +191,7 @@ impl Application {
 fn session_middleware(store: &Store, key: &Key, settings: &Settings) -> SessionMiddleware<Store> {
     let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
     SessionMiddleware::builder(store.clone(), key.clone())
-        .cookie_name(session::COOKIE_NAME.to_owned())
+        .cookie_name(settings.cookie_name().to_owned())
         .cookie_content_security(CookieContentSecurity::Private)
         .cookie_http_only(true)
         .cookie_same_site(SameSite::Lax)
@@ -191,6 +204,16 @@ fn session_middleware(store: &Store, key: &Key, settings: &Settings) -> SessionM
             BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::seconds(idle)),
         )
         .build()
+}
+
+/// Headers on every response: the instance, and what browsers should refuse (framing,
+/// sniffing, scripts and styles from elsewhere, the full URL in referrers). Error responses
+/// that skip this middleware get the same from `errors::render_error_pages`.
+fn default_headers(instance: &str) -> DefaultHeaders {
+    crate::web::SECURITY_HEADERS.iter().fold(
+        DefaultHeaders::new().add(("X-Statecart-Instance", instance.to_owned())),
+        |headers, &(name, value)| headers.add((name, value)),
+    )
 }
 
 fn spawn_housekeeping(store: Store, limits: web::Data<LoginLimits>) -> tokio::task::JoinHandle<()> {
@@ -218,20 +241,30 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
         .service(web::resource("/healthz").route(get_or_head().to(pages::healthz)))
         .service(web::resource("/metrics").route(get_or_head().to(live::metrics)));
 
-    // Stateful. Middleware, outermost first: refuse cross-site forms, limit login attempts,
-    // turn a store failure into 503, load/save the session, enforce its timeouts, no-store.
+    // Stateful. Middleware, outermost first: refuse cross-site forms, turn a store failure
+    // into 503, load/save the session, enforce its timeouts, no-store; then, on /login and
+    // /register only, limit attempts per address.
     cfg.service(
         web::scope("")
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
             .wrap(from_fn(session::enforce_timeouts))
             .wrap(sessions)
             .wrap(from_fn(guard::session_store_unavailable))
-            .wrap(from_fn(guard::limit_login_posts))
             .wrap(from_fn(guard::refuse_cross_origin))
-            .route("/register", web::get().to(auth::register_form))
-            .route("/register", web::post().to(auth::register))
-            .route("/login", web::get().to(auth::login_form))
-            .route("/login", web::post().to(auth::login))
+            // The login limit wraps the resources themselves, so it sees every request the
+            // router gives them, whatever spelling of the path (`/%6Cogin`) got it there.
+            .service(
+                web::resource("/register")
+                    .wrap(from_fn(guard::limit_login_posts))
+                    .route(web::get().to(auth::register_form))
+                    .route(web::post().to(auth::register)),
+            )
+            .service(
+                web::resource("/login")
+                    .wrap(from_fn(guard::limit_login_posts))
+                    .route(web::get().to(auth::login_form))
+                    .route(web::post().to(auth::login)),
+            )
             .route("/logout", web::post().to(auth::logout))
             .route("/account", web::get().to(account::page))
             .route(

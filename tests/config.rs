@@ -155,6 +155,57 @@ fn a_bad_address_url_or_number_exits_2_naming_the_key() {
 }
 
 #[test]
+fn out_of_range_security_settings_exit_2_naming_the_key() {
+    // A huge lease used to overflow `Instant + Duration` at the first /cart/live.
+    fails_with_exit_2(
+        &["serve", "--live-lease-secs", "18446744073709551615"],
+        &[],
+        &["live_lease_secs", "86400"],
+    );
+    fails_with_exit_2(
+        &["serve"],
+        &[("STATECART_TRUSTED_PROXIES", "10.0.0.1,nginx")],
+        &["trusted_proxies"],
+    );
+    fails_with_exit_2(
+        &["serve", "--body-read-timeout-secs", "0"],
+        &[],
+        &["body_read_timeout_secs", "300"],
+    );
+    fails_with_exit_2(
+        &["serve"],
+        &[("STATECART_ADMIN_REAUTH_SECS", "99999999")],
+        &["admin_reauth_secs"],
+    );
+}
+
+#[test]
+fn the_new_security_settings_are_logged_and_the_cookie_is_secure_off_loopback() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = statecart();
+    cmd.args([
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--body-read-timeout-secs",
+        "7",
+    ])
+    .arg("--data-dir")
+    .arg(dir.path())
+    .env("STATECART_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8")
+    .env("STATECART_ADMIN_REAUTH_SECS", "60");
+    let line = effective_config(cmd);
+    for expected in [
+        "trusted_proxies=[127.0.0.1/32,10.0.0.0/8]",
+        "body_read_timeout_secs=7",
+        "admin_reauth_secs=60",
+        "cookie_secure=true",
+    ] {
+        assert!(line.contains(expected), "{expected} missing in: {line}");
+    }
+}
+
+#[test]
 fn a_missing_config_file_or_unknown_key_exits_2() {
     fails_with_exit_2(
         &["serve", "--config", "/nonexistent/statecart.toml"],
@@ -189,4 +240,15 @@ fn migrate_applies_migrations_and_exits() {
         dir.path().join("statecart.db").is_file(),
         "the SQLite file is created"
     );
+}
+
+#[test]
+fn every_config_key_has_a_row_in_the_readme_table() {
+    let readme = include_str!("../README.md");
+    for key in statecart::config::KEYS {
+        assert!(
+            readme.contains(&format!("| `{key}` |")),
+            "README's config table has no row for `{key}`"
+        );
+    }
 }

@@ -321,7 +321,15 @@ async fn the_admin_page_is_for_admins_only_and_refuses_bad_values(variant: Varia
         .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
+    // `admin_users` names root, but root had no account at start: registering grants nothing.
     let root = TestApp::client_registered(&app, "root").await;
+    let page = root
+        .get(app.url("/admin/products"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(page.status(), StatusCode::FORBIDDEN);
+    assert_eq!(admin(&app, &["grant", "root"]).0, Some(0));
     let page = root
         .get(app.url("/admin/products"))
         .send()
@@ -374,8 +382,80 @@ async fn the_admin_page_is_for_admins_only_and_refuses_bad_values(variant: Varia
     assert!(product.contains("$9.99") && product.contains("Only 4 left"));
 }
 
+async fn admin_is_a_role_of_an_account_granted_and_revoked_by_command(variant: Variant) {
+    let app = live_app(variant, 60).await;
+    // Whoever registers a name from admin_users after the start, in any letter case, is no admin.
+    let squatter = TestApp::client_registered(&app, "ROOT").await;
+    let status = |client: reqwest::Client| {
+        let url = app.url("/admin/products");
+        async move { client.get(url).send().await.expect("GET").status() }
+    };
+    assert_eq!(status(squatter.clone()).await, StatusCode::FORBIDDEN);
+
+    let (code, stderr) = admin(&app, &["grant", "nobody-here"]);
+    assert_eq!(code, Some(2), "an unknown account is refused: {stderr}");
+    assert!(stderr.contains("nobody-here"), "{stderr}");
+    assert_eq!(admin(&app, &["grant", "root"]).0, Some(0));
+    assert_eq!(status(squatter.clone()).await, StatusCode::OK);
+    assert_eq!(admin(&app, &["revoke", "Root"]).0, Some(0));
+    assert_eq!(
+        status(squatter.clone()).await,
+        StatusCode::FORBIDDEN,
+        "a revoke holds at once, for sessions already logged in"
+    );
+
+    // admin_users grants the accounts that exist when the server starts.
+    let app = app.restart().await;
+    let root = app.login_new_client("ROOT").await;
+    let res = root
+        .get(app.url("/admin/products"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(res.status(), StatusCode::OK, "granted at start");
+}
+
+async fn an_old_login_confirms_price_changes_with_the_password(variant: Variant) {
+    let app = spawn_app_with(variant, |s| {
+        s.admin_reauth_after = Duration::ZERO;
+        s.login_rate_limit_per_minute = 0;
+    })
+    .await;
+    app.register("root").await;
+    assert_eq!(admin(&app, &["grant", "root"]).0, Some(0));
+    let page = app.get("/admin/products").await.text().await.expect("body");
+    assert!(
+        page.contains("data-test=\"admin-password\""),
+        "the form asks"
+    );
+    let before: Value = app.get("/products.json").await.json().await.expect("json");
+    for password in [None, Some(""), Some("not the password")] {
+        let mut form = vec![("product_id", "1"), ("price_cents", "1")];
+        form.extend(password.map(|p| ("password", p)));
+        let res = app.post_form("/admin/products", &form).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{password:?}");
+    }
+    let after: Value = app.get("/products.json").await.json().await.expect("json");
+    assert_eq!(before, after, "no change without the password");
+    let res = app
+        .post_form(
+            "/admin/products",
+            &[
+                ("product_id", "1"),
+                ("price_cents", "1"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let product = app.get("/products/1").await.text().await.expect("body");
+    assert!(product.contains("$0.01"));
+}
+
 for_each_backend!(
     a_change_reaches_the_cart_after_another_users_checkout_and_an_admin_price,
+    admin_is_a_role_of_an_account_granted_and_revoked_by_command,
+    an_old_login_confirms_price_changes_with_the_password,
     a_lease_ends_with_lease_expired_and_the_stream_closes,
     polling_returns_exactly_the_changes_since_a_version,
     the_registry_is_bounded_and_ends_the_oldest_lease_first,

@@ -210,5 +210,14 @@ async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_sess
         started.elapsed() < std::time::Duration::from_secs(15),
         "bounded by the pool timeout"
     );
+    // A login needs the database as well: the documented 503, never a 500.
+    let res = common::client()
+        .post(app.url("/login"))
+        .form(&[("username", "xena"), ("password", common::PASSWORD)])
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "login");
+    assert!(res.headers().contains_key("retry-after"), "login");
     proxy.open().await;
 }

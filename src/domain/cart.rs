@@ -5,10 +5,19 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::ProductId;
 
-/// Units of one product in a cart line: 1 to 99.
+/// Units of one product in a cart line: 1 to 99. Read back from a session, too, only a
+/// number in that range is a quantity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "u32")]
 pub struct Quantity(u32);
+
+impl TryFrom<u32> for Quantity {
+    type Error = QuantityError;
+
+    fn try_from(n: u32) -> Result<Self, Self::Error> {
+        Self::new(n).ok_or(QuantityError::OutOfRange)
+    }
+}
 
 impl Quantity {
     /// Most units of one product per cart line.
@@ -277,6 +286,14 @@ mod tests {
         cart.add(id("1"), q(1), 5).expect("add");
         cart.set(id("1"), None).expect("set");
         assert!(cart.is_empty());
+    }
+
+    #[test]
+    fn a_stored_cart_with_an_out_of_range_quantity_is_no_cart() {
+        assert!(serde_json::from_str::<Cart>(r#"{"r":1,"l":[[12,3]]}"#).is_ok());
+        for bad in [r#"{"r":1,"l":[[12,0]]}"#, r#"{"r":1,"l":[[12,100]]}"#] {
+            assert!(serde_json::from_str::<Cart>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What a session change may cost: on the cookie backend the state travels in the cookie, so
 //! a change that would outgrow what browsers keep is refused before it is made.
 
-use super::{COOKIE_NAME, state::State};
+use super::state::State;
 use crate::config::SessionBackend;
 
 /// Browsers refuse cookies larger than this (name and value, as sent).
@@ -21,21 +21,30 @@ pub enum CookieBudget {
         /// The configured `cart_max_lines`.
         max_lines: usize,
     },
-    /// The state is encrypted into the cookie with this key.
+    /// The state is encrypted into the cookie with this key, under this cookie name.
     Cookie {
         /// The key that seals the cookie.
         key: actix_web::cookie::Key,
+        /// The session cookie's name.
+        name: &'static str,
         /// The configured `cart_max_lines`, for the message of a refused change.
         max_lines: usize,
     },
 }
 
 impl CookieBudget {
-    /// The budget for `backend`, whose carts hold at most `max_lines` lines.
-    pub fn new(backend: SessionBackend, key: &actix_web::cookie::Key, max_lines: usize) -> Self {
+    /// The budget for `backend`, whose session cookie is `name` and whose carts hold at most
+    /// `max_lines` lines.
+    pub fn new(
+        backend: SessionBackend,
+        key: &actix_web::cookie::Key,
+        name: &'static str,
+        max_lines: usize,
+    ) -> Self {
         match backend {
             SessionBackend::Cookie => Self::Cookie {
                 key: key.clone(),
+                name,
                 max_lines,
             },
             _ => Self::Unlimited { max_lines },
@@ -52,13 +61,13 @@ impl CookieBudget {
     /// Exact size of the cookie this state would become (encrypted and encoded), if it
     /// lives in the cookie.
     pub fn cookie_bytes(&self, state: &State) -> Option<usize> {
-        let Self::Cookie { key, .. } = self else {
+        let Self::Cookie { key, name, .. } = self else {
             return None;
         };
         let json = serde_json::to_string(state).ok()?;
         let mut jar = actix_web::cookie::CookieJar::new();
         jar.private_mut(key)
-            .add(actix_web::cookie::Cookie::new(COOKIE_NAME, json));
+            .add(actix_web::cookie::Cookie::new(*name, json));
         let cookie = jar.delta().next()?;
         Some(cookie.encoded().to_string().len())
     }

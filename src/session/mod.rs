@@ -30,7 +30,7 @@ use sql::SqlStore;
 use state::{LOADED, Loaded, State};
 pub use timeouts::{SESSION_ENDED, enforce_timeouts, touch_interval_secs};
 
-/// Name of the session cookie.
+/// Name of the session cookie when it is not `Secure` (see `Settings::cookie_name`).
 pub const COOKIE_NAME: &str = "statecart";
 
 /// Hex SHA-256 of a session key: how server-side stores name a session, so a leaked table or

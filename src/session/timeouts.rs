@@ -128,7 +128,8 @@ pub async fn enforce_timeouts(
         ..Notices::default()
     }));
     req.extensions_mut().insert(Rc::clone(&notices));
-    let carried_session = req.cookie(COOKIE_NAME).is_some();
+    let cookie_name = settings.as_ref().map_or(COOKIE_NAME, |s| s.cookie_name());
+    let carried_session = req.cookie(cookie_name).is_some();
     let session = TypedSession::of(req.request());
 
     let mut fresh = None;
@@ -173,7 +174,7 @@ pub async fn enforce_timeouts(
         // Nothing is kept for an empty session: no record, no cookie. (actix-session removes
         // the cookie only of a session it found; one the store no longer has is removed here.)
         session.log_out();
-        let stale = Cookie::build(COOKIE_NAME, "").path("/").finish();
+        let stale = Cookie::build(cookie_name, "").path("/").finish();
         if let Err(err) = res.response_mut().add_removal_cookie(&stale) {
             tracing::warn!(error = %err, "could not remove a stale session cookie");
         }

@@ -1,17 +1,25 @@
-//! `/admin/products`: prices and stock, for the users named in `admin_users` only.
+//! `/admin/products`: prices and stock, for accounts with the admin role only; a login older
+//! than `admin_reauth_secs` confirms each change with the password.
 
 use std::sync::Arc;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{Nav, Site, errors::AppError, guard::LoggedIn, http::see_other};
+use super::{
+    Nav, Site, client,
+    errors::AppError,
+    guard::{LoggedIn, LoginLimits},
+    http::see_other,
+};
 use crate::{
     config::Settings,
     db::Db,
     domain::{
+        accounts,
         catalog::{self, CatalogError, Product, ProductId},
+        now_epoch,
         snapshot::Catalog,
     },
     session::state::Flash,
@@ -24,20 +32,27 @@ struct AdminPage<'a> {
     nav: Nav,
     flash: Option<Flash>,
     products: Vec<Product>,
+    /// Whether each change must carry the password (the login is older than the window).
+    needs_password: bool,
 }
 
-fn require_admin(me: &LoggedIn, settings: &Settings) -> Result<(), AppError> {
-    if settings
-        .admin_users
-        .iter()
-        .any(|name| name.eq_ignore_ascii_case(&me.user.name))
-    {
+/// The role is read from the database on every request: a revoke takes effect at once.
+async fn require_admin(me: &LoggedIn, db: &Db) -> Result<(), AppError> {
+    if accounts::is_admin(db, me.user.id).await? {
         Ok(())
     } else {
         Err(AppError::Forbidden(
             "Only the shop's administrators can change prices and stock.".to_owned(),
         ))
     }
+}
+
+/// Whether this login is older than the window in which changes need no password.
+fn login_is_old(me: &LoggedIn, settings: &Settings) -> bool {
+    let window = i64::try_from(settings.admin_reauth_after.as_secs()).unwrap_or(i64::MAX);
+    me.session
+        .meta()
+        .is_none_or(|meta| now_epoch().saturating_sub(meta.issued_at) >= window)
 }
 
 /// `GET /admin/products`.
@@ -47,13 +62,56 @@ pub async fn page(
     settings: web::Data<Settings>,
     me: LoggedIn,
 ) -> Result<HttpResponse, AppError> {
-    require_admin(&me, &settings)?;
+    require_admin(&me, &db).await?;
     super::private_page(&AdminPage {
         site: &site,
         nav: Nav::of(&me.session, "admin"),
         flash: me.session.take_flash().await?,
         products: catalog::list(&db).await?,
+        needs_password: login_is_old(&me, &settings),
     })
+}
+
+/// Checks the password sent with a change when the login is old: someone at an unattended,
+/// logged-in browser cannot change prices. Failures count like failed logins, so the form
+/// cannot be used to guess the password either.
+async fn confirm_password(
+    req: &HttpRequest,
+    db: &Db,
+    settings: &Settings,
+    limits: &LoginLimits,
+    me: &LoggedIn,
+    password: Option<&str>,
+) -> Result<(), AppError> {
+    if !login_is_old(me, settings) {
+        return Ok(());
+    }
+    let address = client::address(req, &settings.trusted_proxies);
+    if let Some(retry_after_secs) = limits.throttled_for(&me.user.name, address).await {
+        return Err(AppError::TooManyRequests {
+            message: format!(
+                "Too many wrong passwords. Please wait {retry_after_secs} seconds and try again."
+            ),
+            retry_after_secs,
+        });
+    }
+    let confirmed = match password.filter(|p| !p.is_empty()) {
+        Some(password) => accounts::authenticate(db, &me.user.name, password)
+            .await?
+            .is_some_and(|user| user.id == me.user.id),
+        None => false,
+    };
+    if confirmed {
+        return Ok(());
+    }
+    if password.is_some_and(|p| !p.is_empty()) {
+        limits.record_failure(&me.user.name, address).await;
+    }
+    Err(AppError::Forbidden(format!(
+        "You logged in more than {} minutes ago: please confirm the change with your password. \
+         Nothing was changed.",
+        settings.admin_reauth_after.as_secs().div_ceil(60)
+    )))
 }
 
 /// The product form: blank fields are left as they are.
@@ -62,6 +120,8 @@ pub struct ProductForm {
     product_id: Option<String>,
     price_cents: Option<String>,
     stock: Option<String>,
+    /// The password, when the login is older than `admin_reauth_secs`.
+    password: Option<String>,
 }
 
 /// A whole number of 0 or more from a form field; blank means "no change".
@@ -79,13 +139,15 @@ fn amount(field: Option<&str>, what: &str) -> Result<Option<i64>, AppError> {
 
 /// `POST /admin/products`: sets price and/or stock of one product in one transaction.
 pub async fn update(
+    req: HttpRequest,
     db: web::Data<Db>,
     snapshot: web::Data<Arc<Catalog>>,
     settings: web::Data<Settings>,
+    limits: web::Data<LoginLimits>,
     me: LoggedIn,
     form: web::Form<ProductForm>,
 ) -> Result<HttpResponse, AppError> {
-    require_admin(&me, &settings)?;
+    require_admin(&me, &db).await?;
     let id = form
         .product_id
         .as_deref()
@@ -98,6 +160,7 @@ pub async fn update(
             "Give a new price or stock. Nothing was changed.".to_owned(),
         ));
     }
+    confirm_password(&req, &db, &settings, &limits, &me, form.password.as_deref()).await?;
     match catalog::update_product(&db, id, price, stock).await {
         Ok(change) => {
             // This instance's pages show the change at once; others within a poll.

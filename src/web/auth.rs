@@ -1,7 +1,7 @@
 //! Register, log in, log out.
 
 use actix_web::{
-    HttpResponse,
+    HttpRequest, HttpResponse,
     http::{StatusCode, header},
     web,
 };
@@ -9,15 +9,16 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{
-    Nav, Site,
+    Nav, Site, client,
     errors::AppError,
     guard::LoginLimits,
     http::{safe_next, see_other},
 };
 use crate::{
+    config::Settings,
     db::Db,
     domain::{
-        accounts::{self, Password, RegisterError, Username},
+        accounts::{self, AuthError, Password, RegisterError, Username},
         now_epoch,
     },
     session::state::{Flash, SessionUser, TypedSession},
@@ -108,29 +109,48 @@ pub async fn login_form(
     })
 }
 
+impl From<AuthError> for AppError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Busy(_) => busy(),
+            AuthError::Database(err) => err.into(),
+            AuthError::Hashing(err) => Self::Internal(err),
+        }
+    }
+}
+
+/// Every password-hashing slot stayed busy: 503 with `Retry-After`, nothing changed.
+fn busy() -> AppError {
+    tracing::warn!("every password-hashing slot is busy");
+    AppError::Unavailable {
+        what: "Password checking",
+    }
+}
+
 /// `POST /login`.
 pub async fn login(
+    req: HttpRequest,
     site: web::Data<Site>,
     db: web::Data<Db>,
+    settings: web::Data<Settings>,
     limits: web::Data<LoginLimits>,
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     let next = safe_next(form.next.as_deref());
-    let account = form.username.trim().to_ascii_lowercase();
-    if let Some(retry_after_secs) = limits.account_locked_for(&account).await {
+    let address = client::address(&req, &settings.trusted_proxies);
+    if let Some(retry_after_secs) = limits.throttled_for(&form.username, address).await {
         return Err(AppError::TooManyRequests {
             message: format!(
-                "Too many failed logins for this account. Please wait {} minutes and try again.",
-                retry_after_secs.div_ceil(60)
+                "Too many failed logins for this account from your address. Please wait {retry_after_secs} seconds and try again."
             ),
             retry_after_secs,
         });
     }
     match accounts::authenticate(&db, &form.username, &form.password).await? {
         Some(user) => {
-            limits.clear_failures(&account).await;
+            limits.clear_failures(&form.username, address).await;
             session.log_in(
                 SessionUser {
                     id: user.id,
@@ -141,7 +161,11 @@ pub async fn login(
             Ok(see_other(&next))
         }
         None => {
-            limits.record_failure(&account).await;
+            // A name no account can have never succeeds, so there is nothing to slow down;
+            // counting it would only let a flood of made-up names push real counts out.
+            if Username::parse(&form.username).is_ok() {
+                limits.record_failure(&form.username, address).await;
+            }
             let page = super::private_page(&LoginPage {
                 site: &site,
                 nav: Nav::of(&session, "login"),
@@ -221,6 +245,7 @@ pub async fn register(
         }
         Err(RegisterError::Taken) => refuse(RegisterError::Taken.to_string()),
         Err(RegisterError::Database(err)) => Err(err.into()),
+        Err(RegisterError::Busy(_)) => Err(busy()),
         Err(RegisterError::Hashing(err)) => Err(AppError::Internal(err)),
     }
 }

@@ -280,9 +280,17 @@ pub async fn checkout(
     db: web::Data<Db>,
     catalog: web::Data<Arc<Catalog>>,
     me: LoggedIn,
-    // A client may post no body at all: then the cart as it is now is checked out.
-    form: Option<web::Form<CheckoutForm>>,
+    req: HttpRequest,
+    form: Result<web::Form<CheckoutForm>, actix_web::Error>,
 ) -> Result<HttpResponse, AppError> {
+    let form = match form {
+        Ok(form) => Some(form),
+        // A client may post no body at all: then the cart as it is now is checked out.
+        Err(_) if has_no_body(&req) => None,
+        // Any other body that is not one readable form (too large, JSON, text, a field twice)
+        // orders nothing: its status says why (413, 415, 400).
+        Err(err) => return Err(unreadable(&err)),
+    };
     let cart = me.session.cart();
     let rev = match form.as_ref().and_then(|f| f.rev.as_deref()).map(str::trim) {
         None | Some("") => cart.rev(),
@@ -326,6 +334,32 @@ pub async fn checkout(
         )),
         Err(CheckoutError::Database(err)) => Err(err.into()),
         Err(refused) => Err(AppError::Conflict(refused.to_string())),
+    }
+}
+
+/// Whether a request came without a body: no content type and no length (or zero).
+fn has_no_body(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    let length = headers
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+    !headers.contains_key(actix_web::http::header::CONTENT_TYPE)
+        && !headers.contains_key(actix_web::http::header::TRANSFER_ENCODING)
+        && matches!(length, None | Some(Some(0)))
+}
+
+/// An unreadable form as the error its status names, with a message a person understands.
+fn unreadable(err: &actix_web::Error) -> AppError {
+    let status = err.as_response_error().status_code();
+    tracing::info!(%status, error = %err, "refused an unreadable checkout form");
+    let message = "The checkout form could not be read, so nothing was ordered. Please go \
+                   back to the cart and check out from there."
+        .to_owned();
+    match status.as_u16() {
+        408 => AppError::RequestTimeout,
+        413 => AppError::PayloadTooLarge(message),
+        415 => AppError::UnsupportedMediaType(message),
+        _ => AppError::BadRequest(message),
     }
 }
 

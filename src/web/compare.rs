@@ -16,7 +16,9 @@ use crate::{
 struct NoReportPage<'a> {
     site: &'a Site,
     nav: Nav,
-    report_path: String,
+    /// Where the report goes, relative to the data dir: a public page never shows the
+    /// server's own paths.
+    report_path: &'static str,
 }
 
 /// `GET /compare`: `<data_dir>/compare/report.html` as written, else a page on how to produce it.
@@ -35,7 +37,7 @@ pub async fn page(
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => NoReportPage {
             site: &site,
             nav: Nav::stateless("compare"),
-            report_path: shown,
+            report_path: "<data_dir>/compare/report.html",
         }
         .render()?
         .into_bytes(),

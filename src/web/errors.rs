@@ -27,9 +27,18 @@ pub enum AppError {
         /// The local path to return to.
         next: String,
     },
+    /// 408: the request body did not arrive in time.
+    #[error("The request took too long to arrive. Nothing was changed.")]
+    RequestTimeout,
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// 413: the body is larger than the page accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not of a type the page reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 403: the request is not allowed.
     #[error("{0}")]
     Forbidden(String),
@@ -130,7 +139,10 @@ impl ResponseError for AppError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::LoginRequired { .. } => StatusCode::SEE_OTHER,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -170,6 +182,10 @@ impl ResponseError for AppError {
             Self::Busy => {
                 res.insert_header((header::RETRY_AFTER, "1"));
             }
+            // The rest of the body may still trickle in: never read it, end the connection.
+            Self::RequestTimeout => {
+                res.force_close();
+            }
             _ => {}
         }
         let mut res = res.finish();
@@ -185,6 +201,7 @@ pub fn default_message(status: StatusCode) -> &'static str {
         403 => "That is not allowed.",
         404 => "There is nothing here. The page may have moved, or the address has a typo.",
         405 => "That page does not accept this kind of request.",
+        408 => "The request took too long to arrive. Nothing was changed.",
         409 => "That conflicts with the shop's current state. Nothing was changed.",
         413 => "That request was too large. Nothing was changed.",
         415 => "That request had a content type this page does not accept.",
@@ -245,6 +262,13 @@ pub async fn render_error_pages(
                     value,
                 );
             }
+            // This response skips the default headers of the app: give it the same.
+            for (name, value) in super::SECURITY_HEADERS {
+                page.headers_mut().insert(
+                    header::HeaderName::from_static(name),
+                    header::HeaderValue::from_static(value),
+                );
+            }
             Err(actix_web::error::InternalError::from_response(err.to_string(), page).into())
         }
     }
@@ -273,6 +297,9 @@ fn error_page(old: HttpResponse, site: Option<&Site>, wants_json: bool) -> HttpR
         .unwrap_or_else(|| default_message(status).to_owned());
     let mut new = HttpResponse::build(status);
     new.insert_header((header::CACHE_CONTROL, "no-store"));
+    if old.head().connection_type() == actix_web::http::ConnectionType::Close {
+        new.force_close();
+    }
     let mut new = if wants_json {
         new.json(serde_json::json!({ "error": message, "status": status.as_u16() }))
     } else {

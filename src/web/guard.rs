@@ -2,7 +2,6 @@
 //! and the `LoggedIn` extractor.
 
 use std::{
-    collections::VecDeque,
     future::Ready,
     net::IpAddr,
     num::NonZeroU32,
@@ -19,9 +18,13 @@ use actix_web::{
     web,
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
+use sha2::{Digest, Sha256};
 
-use super::errors::AppError;
-use crate::session::state::{SessionUser, TypedSession};
+use super::{client, errors::AppError};
+use crate::{
+    config::Settings,
+    session::state::{SessionUser, TypedSession},
+};
 
 /// Turns a failure of the session layer (the store did not answer) into a 503 page with
 /// `Retry-After`. The response carries no `Set-Cookie`, so the browser keeps its session.
@@ -81,15 +84,40 @@ pub async fn refuse_cross_origin(
     next.call(req).await
 }
 
-/// Failed logins allowed per account in [`ACCOUNT_WINDOW`].
-pub const ACCOUNT_FAILURES: usize = 10;
-/// The window of the per-account failure count.
-pub const ACCOUNT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Failed logins one address may make on one account before each further one costs a wait.
+pub const FREE_FAILURES: u32 = 5;
+/// The first wait; each further failure doubles it, up to [`MAX_DELAY`].
+pub const FIRST_DELAY: Duration = Duration::from_secs(10);
+/// The longest wait between two attempts on one account from one address.
+pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// Failures are forgotten after this long without another attempt.
+pub const FAILURES_KEPT: Duration = Duration::from_secs(60 * 60);
+/// Memory the failure counts may use at most (each entry weighs [`ENTRY_WEIGHT`] bytes).
+const FAILURES_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes one failure entry holds: its 32-byte key, the counter and its shared cell.
+const ENTRY_WEIGHT: u32 = 128;
 
-/// Rate limits for /login and /register: per client address (governor) and per account.
+/// Where one account stands with one address: failures so far and the wait they earned.
+#[derive(Debug, Default)]
+struct Throttle {
+    failures: u32,
+    blocked_until: Option<Instant>,
+}
+
+/// Rate limits for /login and /register: POSTs per client address (governor), and failed
+/// logins per account *and* address, with growing waits. An attacker guessing one account
+/// slows down; its owner, from another address, logs in as usual.
 pub struct LoginLimits {
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    failures: moka::future::Cache<String, Arc<Mutex<VecDeque<Instant>>>>,
+    /// Keyed by a hash of account and address: a fixed 32 bytes whatever the username sent.
+    failures: moka::future::Cache<[u8; 32], Arc<Mutex<Throttle>>>,
+}
+
+/// The wait after `failures` failed logins, if any.
+fn delay_after(failures: u32) -> Option<Duration> {
+    let over = failures.checked_sub(FREE_FAILURES)?;
+    let factor = 1_u32.checked_shl(over).unwrap_or(u32::MAX);
+    Some(FIRST_DELAY.saturating_mul(factor).min(MAX_DELAY))
 }
 
 impl LoginLimits {
@@ -99,8 +127,9 @@ impl LoginLimits {
             per_address: NonZeroU32::new(per_minute)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             failures: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(ACCOUNT_WINDOW)
+                .weigher(|_, _| ENTRY_WEIGHT)
+                .max_capacity(FAILURES_MAX_BYTES)
+                .time_to_idle(FAILURES_KEPT)
                 .build(),
         }
     }
@@ -116,41 +145,39 @@ impl LoginLimits {
         })
     }
 
-    /// Seconds until `account` may try again, if it failed too often lately.
-    pub async fn account_locked_for(&self, account: &str) -> Option<u64> {
-        let failures = self.failures.get(account).await?;
-        let mut failures = failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        while failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= ACCOUNT_WINDOW)
-        {
-            failures.pop_front();
-        }
-        (failures.len() >= ACCOUNT_FAILURES).then(|| {
-            let oldest = failures.front().copied().unwrap_or(now);
-            ACCOUNT_WINDOW
-                .saturating_sub(now.duration_since(oldest))
-                .as_secs()
-                + 1
-        })
+    /// The key of an account (as typed, any length) and an address.
+    fn key(account: &str, address: Option<IpAddr>) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(account.trim().to_lowercase().as_bytes());
+        hash.update([0]);
+        hash.update(address.map(|a| a.to_string()).unwrap_or_default());
+        hash.finalize().into()
     }
 
-    /// Counts a failed login for `account` (known or not: lockout must not reveal which exist).
-    pub async fn record_failure(&self, account: &str) {
-        let failures = self
+    /// Seconds until `account` may be tried again from `address`, if failures earned a wait.
+    pub async fn throttled_for(&self, account: &str, address: Option<IpAddr>) -> Option<u64> {
+        let throttle = self.failures.get(&Self::key(account, address)).await?;
+        let throttle = throttle.lock().unwrap_or_else(PoisonError::into_inner);
+        let left = throttle
+            .blocked_until?
+            .checked_duration_since(Instant::now())?;
+        Some(left.as_secs() + 1)
+    }
+
+    /// Counts a failed login (known account or not: throttling must not reveal which exist).
+    pub async fn record_failure(&self, account: &str, address: Option<IpAddr>) {
+        let throttle = self
             .failures
-            .get_with(account.to_owned(), async { Arc::default() })
+            .get_with(Self::key(account, address), async { Arc::default() })
             .await;
-        failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(Instant::now());
+        let mut throttle = throttle.lock().unwrap_or_else(PoisonError::into_inner);
+        throttle.failures = throttle.failures.saturating_add(1);
+        throttle.blocked_until = delay_after(throttle.failures).map(|d| Instant::now() + d);
     }
 
-    /// Forgets the failures of `account` after a successful login.
-    pub async fn clear_failures(&self, account: &str) {
-        self.failures.invalidate(account).await;
+    /// Forgets the failures of `account` from `address` after a successful login.
+    pub async fn clear_failures(&self, account: &str, address: Option<IpAddr>) {
+        self.failures.invalidate(&Self::key(account, address)).await;
     }
 
     /// Drops per-address state that no longer limits anyone (run in the background).
@@ -162,27 +189,33 @@ impl LoginLimits {
     }
 }
 
-/// Answers 429 with `Retry-After` to POSTs on /login and /register past the per-address limit.
+/// Answers 429 with `Retry-After` to POSTs past the per-address limit. It wraps the /login
+/// and /register resources themselves, so whatever spelling of the path the router matched
+/// (`/%6Cogin` is `/login`) is limited. The 429 is a response, not an error: errors from
+/// inside the session middleware read as a store outage.
 pub async fn limit_login_posts(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if req.method() == Method::POST && matches!(req.path(), "/login" | "/register") {
+    if req.method() == Method::POST {
         let limits = req.app_data::<web::Data<LoginLimits>>();
-        let address = req.peer_addr().map(|a| a.ip());
+        let settings = req.app_data::<web::Data<Settings>>();
+        let address = settings.and_then(|s| client::address(req.request(), &s.trusted_proxies));
         if let (Some(limits), Some(address)) = (limits, address)
             && let Err(retry_after_secs) = limits.check_address(address)
         {
-            return Err(AppError::TooManyRequests {
+            let refusal = AppError::TooManyRequests {
                 message: format!(
                     "Too many login attempts from your address. Please wait {retry_after_secs} seconds and try again."
                 ),
                 retry_after_secs,
-            }
-            .into());
+            };
+            return Ok(req.error_response(refusal).map_into_right_body());
         }
     }
-    next.call(req).await
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 /// A handler argument that requires a login: without one, the request is answered with a 303
@@ -230,4 +263,44 @@ pub fn referer_path(req: &HttpRequest) -> Option<String> {
     let rest = referer.split_once("://")?.1;
     let path = rest.strip_prefix(host)?;
     path.starts_with('/').then(|| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_start_after_the_free_failures_and_double_up_to_the_cap() {
+        assert_eq!(delay_after(FREE_FAILURES - 1), None);
+        assert_eq!(delay_after(FREE_FAILURES), Some(FIRST_DELAY));
+        assert_eq!(delay_after(FREE_FAILURES + 1), Some(FIRST_DELAY * 2));
+        assert_eq!(delay_after(FREE_FAILURES + 3), Some(FIRST_DELAY * 8));
+        assert_eq!(delay_after(FREE_FAILURES + 40), Some(MAX_DELAY));
+        assert_eq!(delay_after(u32::MAX), Some(MAX_DELAY));
+    }
+
+    #[tokio::test]
+    async fn failures_count_per_account_and_address() {
+        let limits = LoginLimits::new(0);
+        let here = Some(IpAddr::from([192, 0, 2, 1]));
+        let there = Some(IpAddr::from([192, 0, 2, 2]));
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(limits.throttled_for("Alice", here).await, None);
+            limits.record_failure("alice", here).await;
+        }
+        assert!(limits.throttled_for(" ALICE ", here).await.is_some());
+        assert_eq!(limits.throttled_for("alice", there).await, None);
+        assert_eq!(limits.throttled_for("bob", here).await, None);
+        limits.clear_failures("alice", here).await;
+        assert_eq!(limits.throttled_for("alice", here).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_huge_username_costs_one_fixed_size_entry() {
+        let limits = LoginLimits::new(0);
+        let name = "x".repeat(16 * 1024);
+        limits.record_failure(&name, None).await;
+        limits.failures.run_pending_tasks().await;
+        assert_eq!(limits.failures.weighted_size(), u64::from(ENTRY_WEIGHT));
+    }
 }

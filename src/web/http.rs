@@ -77,20 +77,65 @@ pub fn login_url(next: &str) -> String {
 }
 
 /// `next` if it is a local path (`/...` but not `//...`, no scheme, no backslash, no control
-/// characters), else `/`: login never redirects off-site.
+/// or invisible formatting characters), else `/`: login never redirects off-site, and never
+/// to a path that reads differently from what it is. Non-ASCII and other bytes a URL cannot
+/// hold are percent-encoded, so the `Location` header is plain ASCII.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(path)
             if path.starts_with('/')
                 && !path.starts_with("//")
                 && !path.contains('\\')
-                && !path.chars().any(char::is_control)
+                && !path.chars().any(|c| c.is_control() || is_format(c))
                 && path.len() <= 2048 =>
         {
-            path.to_owned()
+            percent_encode_unsafe(path)
         }
         _ => "/".to_owned(),
     }
+}
+
+/// Unicode's format characters (general category Cf): invisible, and some (the bidi
+/// overrides such as U+202E) make text display in another order than it is.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61C}'
+            | '\u{6DD}'
+            | '\u{70F}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+/// Percent-encodes every byte a URL may not carry as it is (non-ASCII, space, `"<>^`{|}`);
+/// existing `%XX` escapes and the rest of a path and query stay as they are.
+fn percent_encode_unsafe(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_graphic() && !b"\"<>^`{|}".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -113,6 +158,21 @@ mod tests {
             assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
         }
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn next_targets_are_plain_ascii_and_never_invisible() {
+        assert_eq!(safe_next(Some("/café")), "/caf%C3%A9");
+        assert_eq!(safe_next(Some("/a b?q=<x>")), "/a%20b?q=%3Cx%3E");
+        assert_eq!(safe_next(Some("/cart%20x")), "/cart%20x");
+        for bad in [
+            "/\u{202E}txt.exe",
+            "/a\u{200B}b",
+            "/\u{FEFF}",
+            "/x\u{E0041}",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
     }
 
     #[test]

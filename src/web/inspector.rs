@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::{
     config::Settings,
     live::LiveHub,
-    session::{self, BackendFacts, COOKIE_NAME, Store, state::TypedSession},
+    session::{self, BackendFacts, Store, state::TypedSession},
 };
 
 /// One cart line as the inspector reports it.
@@ -66,7 +66,7 @@ fn report(
         parallel_writes: session::facts(settings.session_backend).parallel_writes,
         instance: settings.instance.clone(),
         user: session.user().map(|u| u.name),
-        cookie_bytes: cookie_bytes(req),
+        cookie_bytes: cookie_bytes(req, settings.cookie_name()),
         server_bytes: store.stored_bytes(&entries),
         idle_expires_at: meta
             .as_ref()
@@ -84,14 +84,14 @@ fn report(
 }
 
 /// Bytes of the session cookie as the browser sends it (`name=value`, still encoded).
-fn cookie_bytes(req: &HttpRequest) -> usize {
+fn cookie_bytes(req: &HttpRequest, name: &str) -> usize {
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .find(|c| {
-            c.strip_prefix(COOKIE_NAME)
+            c.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with('='))
         })
         .map_or(0, str::len)

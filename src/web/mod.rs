@@ -4,7 +4,9 @@ pub mod account;
 pub mod admin;
 pub mod assets;
 pub mod auth;
+pub mod body;
 pub mod cart;
+pub mod client;
 pub mod compare;
 pub mod errors;
 pub mod guard;
@@ -15,6 +17,21 @@ pub mod orders;
 pub mod pages;
 
 use crate::{config::SessionBackend, session::state::TypedSession};
+
+/// Headers every response carries. The policy allows scripts, styles, images and connections
+/// from this origin only; styles may also be inline (product colours are `style` attributes
+/// and the compare report is one self-contained file), scripts never. No page may frame this
+/// site, and other sites see only our origin as the referrer.
+pub const SECURITY_HEADERS: [(&str, &str); 3] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+];
 
 /// Facts about the running app that every page shows (app data, one per server).
 #[derive(Debug, Clone)]
