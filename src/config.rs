@@ -93,8 +93,13 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Mark the session cookie `Secure` (set it when the public URL is https).
     pub cookie_secure: bool,
-    /// Capacity bound of the `memory` backend.
+    /// Capacity bound of the `memory` backend (logged-in sessions).
     pub memory_max_sessions: u64,
+    /// Soft state: a guest (not logged-in) session ends after this much inactivity.
+    pub guest_idle_timeout_secs: u64,
+    /// Capacity bound of the `memory` backend's guest sessions, kept apart so guests never
+    /// push out logged-in sessions.
+    pub memory_max_guest_sessions: u64,
     /// Prefix of every Redis key the `redis` backend writes.
     pub redis_key_prefix: String,
     /// Most live-update leases this process holds at once.
@@ -110,7 +115,7 @@ pub struct Settings {
 }
 
 /// Every key of the config contract, as spelled in TOML (env: `STATECART_` + upper case).
-pub const KEYS: [&str; 22] = [
+pub const KEYS: [&str; 24] = [
     "listen",
     "database_url",
     "session_backend",
@@ -127,6 +132,8 @@ pub const KEYS: [&str; 22] = [
     "data_dir",
     "cookie_secure",
     "memory_max_sessions",
+    "guest_idle_timeout_secs",
+    "memory_max_guest_sessions",
     "redis_key_prefix",
     "live_max_leases",
     "live_max_leases_per_user",
@@ -248,6 +255,14 @@ pub struct RawSettings {
     #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_max_sessions: Option<u64>,
+    /// A guest session ends after this much inactivity [default: 900]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_idle_timeout_secs: Option<u64>,
+    /// Capacity of the memory backend for guest sessions [default: 20000]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_guest_sessions: Option<u64>,
     /// Prefix of every Redis key of the redis backend [default: statecart:]
     #[arg(long, global = true)]
     #[serde(
@@ -334,6 +349,8 @@ impl Settings {
             data_dir,
             cookie_secure: false,
             memory_max_sessions: 100_000,
+            guest_idle_timeout_secs: 900,
+            memory_max_guest_sessions: 20_000,
             redis_key_prefix: "statecart:".to_owned(),
             live_max_leases: 10_000,
             live_max_leases_per_user: 5,
@@ -446,6 +463,12 @@ impl Settings {
         if let Some(v) = raw.memory_max_sessions {
             s.memory_max_sessions = positive("memory_max_sessions", v)?;
         }
+        if let Some(v) = raw.guest_idle_timeout_secs {
+            s.guest_idle_timeout_secs = positive("guest_idle_timeout_secs", v)?;
+        }
+        if let Some(v) = raw.memory_max_guest_sessions {
+            s.memory_max_guest_sessions = positive("memory_max_guest_sessions", v)?;
+        }
         if let Some(v) = raw.live_max_leases {
             s.live_max_leases =
                 usize::try_from(positive("live_max_leases", v as u64)?).unwrap_or(usize::MAX);
@@ -523,7 +546,8 @@ impl fmt::Display for Settings {
             "listen={} database_url={} session_backend={} redis_url={} session_key={} \
              idle_timeout_secs={} absolute_timeout_secs={} login_rate_limit_per_minute={} \
              cart_max_lines={} live_lease_secs={} poll_interval_secs={} admin_users=[{}] \
-             instance={} data_dir={} cookie_secure={} memory_max_sessions={} redis_key_prefix={} \
+             instance={} data_dir={} cookie_secure={} memory_max_sessions={} \
+             guest_idle_timeout_secs={} memory_max_guest_sessions={} redis_key_prefix={} \
              live_max_leases={} live_max_leases_per_user={} trusted_proxies=[{}] \
              body_read_timeout_secs={} admin_reauth_secs={}",
             self.listen,
@@ -546,6 +570,8 @@ impl fmt::Display for Settings {
             self.data_dir.display(),
             self.cookie_secure,
             self.memory_max_sessions,
+            self.guest_idle_timeout_secs,
+            self.memory_max_guest_sessions,
             self.redis_key_prefix,
             self.live_max_leases,
             self.live_max_leases_per_user,

@@ -125,8 +125,9 @@ impl Shopper {
     }
 }
 
-/// Journey 1: browse the stateless half, try to add while logged out, register from the login
-/// page (the `next` is carried), come back to the product and add it. Returns the catalog's ids.
+/// Journey 1: browse the stateless half, fill a cart as a guest, be asked for an account at
+/// checkout, register from the login page (the `next` is carried) and find the same cart, then
+/// add another product. Returns the catalog's ids.
 async fn browse_then_register_and_add_to_cart(
     b: &Browser,
     app: &TestApp,
@@ -175,45 +176,52 @@ async fn browse_then_register_and_add_to_cart(
         })
         .await;
     let first = products[0];
-    let product_path = format!("/products/{first}");
 
-    b.step("j1-add-while-logged-out", async {
-        b.click("add-to-cart").await?;
-        b.wait_path("/login").await?;
-        b.el("login-form").await?;
-        let next = b.query_param("next").await?;
-        ensure!(
-            next.as_deref() == Some(product_path.as_str()),
-            "login carries next={next:?}, expected {product_path}"
-        );
-        anyhow::Ok(())
-    })
-    .await;
-
-    b.step("j1-register-from-login", async {
-        b.click("to-register").await?;
-        b.wait_path("/register").await?;
-        let next = b.query_param("next").await?;
-        ensure!(
-            next.as_deref() == Some(product_path.as_str()),
-            "register carries next={next:?}, expected {product_path}"
-        );
-        b.type_into("username", &shopper.username).await?;
-        b.type_into("password", PASSWORD).await?;
-        b.click("register-submit").await?;
-        // Back on the product, logged in (the stateless page cannot show it; /cart will).
-        b.wait_path(&product_path).await?;
-        anyhow::Ok(())
-    })
-    .await;
-
-    b.step("j1-add-to-cart", async {
+    b.step("j1-add-as-a-guest", async {
+        // No login needed to shop: the first add starts a guest session with the cart.
         b.set_value("add-quantity", "2").await?;
         b.click("add-to-cart").await?;
         b.wait_path("/cart").await?;
         b.wait_text("cart-count", "1").await?;
+        b.el("guest-note").await?;
         let lines = b.cart_lines_shown().await?;
-        ensure!(lines == [(first, 2)], "the cart shows {lines:?}");
+        ensure!(lines == [(first, 2)], "the guest cart shows {lines:?}");
+        anyhow::Ok(())
+    })
+    .await;
+
+    b.step("j1-checkout-asks-for-an-account", async {
+        b.click("checkout").await?;
+        b.wait_path("/login").await?;
+        b.el("login-form").await?;
+        let next = b.query_param("next").await?;
+        ensure!(
+            next.as_deref() == Some("/cart"),
+            "login carries next={next:?}, expected /cart"
+        );
+        anyhow::Ok(())
+    })
+    .await;
+
+    b.step("j1-register-and-keep-the-cart", async {
+        b.click("to-register").await?;
+        b.wait_path("/register").await?;
+        let next = b.query_param("next").await?;
+        ensure!(
+            next.as_deref() == Some("/cart"),
+            "register carries next={next:?}, expected /cart"
+        );
+        b.type_into("username", &shopper.username).await?;
+        b.type_into("password", PASSWORD).await?;
+        b.click("register-submit").await?;
+        b.wait_path("/cart").await?;
+        let flash = b.text("flash").await?;
+        ensure!(
+            flash.contains("Your cart came with you"),
+            "after registering: {flash:?}"
+        );
+        let lines = b.cart_lines_shown().await?;
+        ensure!(lines == [(first, 2)], "the carried cart shows {lines:?}");
         let user = b.text("nav-user").await?;
         ensure!(user == shopper.username, "the header names {user:?}");
         anyhow::Ok(())

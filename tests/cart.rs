@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{PASSWORD, TestApp, Variant, client, spawn_app, spawn_app_with};
+use common::{PASSWORD, TestApp, Variant, assert_no_set_cookie, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 
 fn location(res: &reqwest::Response) -> String {
@@ -578,33 +578,99 @@ async fn the_cart_survives_a_restart_except_in_memory(variant: Variant) {
     }
 }
 
-async fn adding_without_login_leads_to_login_and_back_to_the_product(variant: Variant) {
+async fn a_guest_fills_a_cart_and_registering_keeps_it(variant: Variant) {
     let app = spawn_app(variant).await;
     let page = app.get("/products/3").await.text().await.expect("body");
     assert!(
         page.contains(r#"action="/cart/add""#),
         "product pages carry the form"
     );
-    let res = client()
-        .post(app.url("/cart/add"))
-        .header("referer", app.url("/products/3"))
-        .form(&[("product_id", "3"), ("quantity", "1")])
-        .send()
-        .await
-        .expect("POST");
+    // Reading the cart with no cookie creates nothing.
+    let res = app.get("/cart").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_no_set_cookie(&res, "an empty guest /cart");
+    assert!(app.cookie().is_none());
+    // The first write starts the session.
+    let res = app.add_to_cart(3, 2).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&res), "/login?next=%2Fproducts%2F3");
+    assert!(app.cookie().is_some(), "the first add starts a session");
+    assert_eq!(app.add_to_cart(5, 1).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.cart_of(&app.client).await, [(3, 2), (5, 1)]);
+    let json = app.session_json().await;
+    assert!(json["user"].is_null(), "no one is logged in: {json}");
+    let page = app.get("/cart").await.text().await.expect("body");
+    assert!(page.contains(r#"data-test="guest-note""#), "{page}");
+    // Update and clear work for guests too.
+    let res = app
+        .post_form("/cart/update", &[("product_id", "5"), ("quantity", "4")])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.cart_of(&app.client).await, [(3, 2), (5, 4)]);
+    // Checkout asks for an account and keeps the cart.
+    let res = app.post_form("/checkout", &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/login?next=%2Fcart");
+    assert_eq!(count_orders(&app).await, 0);
+    let guest_cookie = app.cookie().expect("cookie");
     let res = app
         .post_form(
             "/register",
             &[
                 ("username", "ned"),
                 ("password", PASSWORD),
-                ("next", "/products/3"),
+                ("next", "/cart"),
             ],
         )
         .await;
-    assert_eq!(location(&res), "/products/3");
+    assert_eq!(location(&res), "/cart");
+    assert_ne!(
+        app.cookie(),
+        Some(guest_cookie),
+        "the session id is renewed"
+    );
+    let page = app.get("/cart").await.text().await.expect("body");
+    assert!(
+        page.contains("Your cart came with you (2 products)"),
+        "{page}"
+    );
+    assert_eq!(app.cart_of(&app.client).await, [(3, 2), (5, 4)]);
+    let res = app.post_form("/checkout", &[]).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the same cart checks out"
+    );
+    assert_eq!(count_orders(&app).await, 1);
+    assert!(app.cart_of(&app.client).await.is_empty());
+}
+
+async fn a_guest_cart_comes_along_into_a_login(variant: Variant) {
+    let app = spawn_app(variant).await;
+    app.register("olive").await;
+    app.post_form("/logout", &[]).await;
+    assert_eq!(app.add_to_cart(2, 1).await.status(), StatusCode::SEE_OTHER);
+    let res = app
+        .post_form("/login", &[("username", "olive"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.cart_of(&app.client).await, [(2, 1)]);
+    assert_eq!(app.session_json().await["user"], "olive");
+}
+
+async fn an_idle_guest_cart_ends_on_its_own_timeout(variant: Variant) {
+    let app = spawn_app_with(variant, |s| s.guest_idle_timeout_secs = 1).await;
+    assert_eq!(app.add_to_cart(2, 1).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.cart_of(&app.client).await, [(2, 1)]);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let page = app.get("/cart").await.text().await.expect("body");
+    // The cookie brings the guest's times, so the server can say why; a server-side store
+    // already dropped the guest, and the server only knows the cookie is stale.
+    assert!(
+        page.contains("Your cart was emptied after a period of inactivity")
+            || (variant.server_side() && page.contains("Your session has ended")),
+        "{page}"
+    );
+    assert!(app.cart_of(&app.client).await.is_empty());
 }
 
 for_each_backend!(
@@ -621,7 +687,9 @@ for_each_backend!(
     a_stale_checkout_form_orders_nothing,
     orders_are_private_to_their_owner,
     the_cart_survives_a_restart_except_in_memory,
-    adding_without_login_leads_to_login_and_back_to_the_product,
+    a_guest_fills_a_cart_and_registering_keeps_it,
+    a_guest_cart_comes_along_into_a_login,
+    an_idle_guest_cart_ends_on_its_own_timeout,
 );
 
 // Only the cookie backend carries the cart in the cookie.

@@ -48,6 +48,7 @@ fn compare() -> Result<Run, String> {
     let output = cmd
         .arg("compare")
         .args(["--backends", "cookie,memory,database", "--duration", "1"])
+        .args(["--guests", "40"])
         .arg("--out")
         .arg(&out)
         .arg("--data-dir")
@@ -210,6 +211,25 @@ fn parallel_writes_lose_nothing_server_side_and_the_cookie_row_shows_its_loss() 
     assert!(table.contains("CPU us/req"), "{table}");
     assert!(table.contains("parallel writes"), "{table}");
     assert!(table.contains("lost 0 of"), "{table}");
+}
+
+#[test]
+fn guests_cost_the_server_only_where_it_keeps_state_and_last_as_the_backend_promises() {
+    for b in BACKENDS {
+        let g = backend(b).guests.measured().expect("guests ran");
+        assert_eq!(g.guests, 40, "{b}");
+        assert!(g.cookie_bytes > 0, "{b}: {g:?}");
+        if b.promises().state_on_server {
+            assert!(g.server_bytes_each > 0, "{b} keeps the guest: {g:?}");
+            assert!(g.cookie_bytes < 200, "{b}: the cookie is a key: {g:?}");
+        } else {
+            assert_eq!(g.server_bytes_each, 0, "{b} keeps nothing: {g:?}");
+        }
+        let all_kept = g.kept_after_restart == g.sampled_after_restart;
+        assert_eq!(all_kept, b.promises().survives_restart, "{b}: {g:?}");
+    }
+    let html = std::fs::read_to_string(run().out.join("report.html")).expect("report.html");
+    assert!(html.contains(r#"data-test="guests""#));
 }
 
 #[test]

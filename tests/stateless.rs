@@ -356,3 +356,21 @@ async fn a_change_made_elsewhere_reaches_every_instance_within_a_poll(variant: V
 // The catalog lives in the app database whatever the session backend.
 for_backends!(an_own_checkout_shows_on_the_public_pages_at_once => sqlite, postgres);
 for_backends!(a_change_made_elsewhere_reaches_every_instance_within_a_poll => sqlite, postgres);
+
+async fn a_guest_cart_cookie_never_reaches_the_stateless_half(variant: Variant) {
+    let app = spawn_app(variant).await;
+    assert_eq!(app.add_to_cart(2, 1).await.status(), StatusCode::SEE_OTHER);
+    assert!(app.cookie().is_some(), "the guest has a session cookie");
+    for path in STATELESS_ROUTES {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_no_set_cookie(&res, path);
+    }
+    assert_eq!(
+        app.cart_of(&app.client).await,
+        [(2, 1)],
+        "the guest cart is intact"
+    );
+}
+
+for_each_backend!(a_guest_cart_cookie_never_reaches_the_stateless_half);

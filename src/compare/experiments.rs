@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use super::{
     FOOTPRINT_STEPS,
     instance::{Instance, Sandbox, Signal},
-    report::{Expiry, Footprint, FootprintPoint, ParallelWrites, Probe, Replay, Seen},
+    report::{Expiry, Footprint, FootprintPoint, Guests, ParallelWrites, Probe, Replay, Seen},
     user::{self, Browser},
 };
 use crate::{config::MAX_CART_LINES, db::Db, domain::catalog};
@@ -241,6 +241,87 @@ pub async fn parallel_writes(
         acknowledged,
         kept,
         lost: acknowledged.saturating_sub(kept),
+    })
+}
+
+/// Cart lines of every guest in the guests experiment.
+pub const GUEST_LINES: usize = 3;
+/// Guests looked at again after the restart.
+const GUEST_SAMPLE: usize = 20;
+
+/// 9: `count` anonymous visitors each put [`GUEST_LINES`] products in a cart (no account).
+/// What do they cost the browser and the server, and what does a restart leave of them?
+pub async fn guests(binary: &Path, sandbox: &Sandbox, count: usize) -> anyhow::Result<Guests> {
+    prepare_catalog(&sandbox.database_url, GUEST_LINES, i64::try_from(count)?).await?;
+    let first = Instance::start(binary, sandbox, "first", &[]).await?;
+    let ids: Vec<i64> = Browser::new()?
+        .products(&first)
+        .await?
+        .into_iter()
+        .filter(|p| p.stock >= i64::try_from(count).unwrap_or(i64::MAX))
+        .map(|p| p.id)
+        .take(GUEST_LINES)
+        .collect();
+    ensure!(
+        ids.len() == GUEST_LINES,
+        "the catalog lacks stock for the guests"
+    );
+    let rss_before = first.rss_bytes();
+    let mut cookies = Vec::with_capacity(count);
+    for n in 0..count {
+        let guest = Browser::new()?;
+        for &id in &ids {
+            let status = guest.add(&first, id, 1).await?;
+            ensure!(
+                status == StatusCode::SEE_OTHER,
+                "guest {n}: POST /cart/add answered {status}"
+            );
+        }
+        cookies.push(guest.cookie(&first)?);
+    }
+    let rss_growth = first
+        .rss_bytes()
+        .zip(rss_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let seen = Browser::with_cookie(&cookies[0])?.session(&first).await?;
+    ensure!(
+        seen.user.is_none() && seen.cart.len() == GUEST_LINES,
+        "a guest's /session.json shows {:?} with {} lines",
+        seen.user,
+        seen.cart.len()
+    );
+    first.stop(Signal::Term).await?;
+    let again = Instance::start(binary, sandbox, "again", &[]).await?;
+    let sample: Vec<&String> = cookies
+        .iter()
+        .step_by((count / GUEST_SAMPLE).max(1))
+        .collect();
+    let mut kept = 0;
+    for cookie in &sample {
+        if Browser::with_cookie(cookie)?
+            .session(&again)
+            .await?
+            .cart
+            .len()
+            == GUEST_LINES
+        {
+            kept += 1;
+        }
+    }
+    again.stop(Signal::Term).await?;
+    let cookie_bytes = cookies
+        .iter()
+        .map(|c| crate::session::COOKIE_NAME.len() + 1 + c.len())
+        .sum::<usize>()
+        / count.max(1);
+    Ok(Guests {
+        guests: count,
+        lines_each: GUEST_LINES,
+        cookie_bytes,
+        server_bytes_each: seen.server_bytes,
+        rss_growth_bytes: rss_growth,
+        sampled_after_restart: sample.len(),
+        kept_after_restart: kept,
     })
 }
 

@@ -404,6 +404,7 @@ struct ReportPage<'a> {
     footprint_headers: Vec<String>,
     footprint_rows: Vec<DetailRow>,
     parallel_rows: Vec<DetailRow>,
+    guest_rows: Vec<DetailRow>,
     speed_rows: Vec<DetailRow>,
     line_charts: Vec<LineChart>,
     bar_charts: Vec<BarChart>,
@@ -451,6 +452,26 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
             })
         })
         .collect();
+    let guest_rows = report
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let g = b.guests.measured()?;
+            Some(DetailRow {
+                cells: vec![
+                    b.variant.clone(),
+                    g.guests.to_string(),
+                    g.cookie_bytes.to_string(),
+                    g.server_bytes_each.to_string(),
+                    g.rss_growth_bytes.map_or_else(
+                        || "n/a".to_owned(),
+                        |b| super::report::bytes(usize::try_from(b).unwrap_or(usize::MAX)),
+                    ),
+                    format!("{} of {}", g.kept_after_restart, g.sampled_after_restart),
+                ],
+            })
+        })
+        .collect();
     let speed_rows = report
         .backends
         .iter()
@@ -491,6 +512,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
         footprint_headers,
         footprint_rows,
         parallel_rows,
+        guest_rows,
         speed_rows,
         line_charts: vec![
             footprint_chart(

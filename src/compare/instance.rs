@@ -204,6 +204,15 @@ impl Instance {
         ))
     }
 
+    /// Resident set size of the process now, in bytes (`/proc/<pid>/status`); `None` where
+    /// there is no such file.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// The URL of `path` on this instance.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

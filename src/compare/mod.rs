@@ -53,6 +53,9 @@ pub struct CompareArgs {
     /// Adds sent at once per round of the parallel-writes experiment (2 to 64)
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u16).range(2..=64))]
     pub parallel: u16,
+    /// Anonymous carts of the guests experiment (10 to 100000)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    pub guests: u32,
 }
 
 fn parse_backend(value: &str) -> Result<SessionBackend, String> {
@@ -94,6 +97,7 @@ pub async fn compare(binary: &Path, args: CompareArgs, settings: &Settings) -> a
         binary: binary.to_owned(),
         concurrency: usize::from(args.concurrency),
         parallel: usize::from(args.parallel),
+        guests: usize::try_from(args.guests).unwrap_or(1000),
         duration: Duration::from_secs(args.duration),
         cart_max_lines: settings.cart_max_lines,
     };
@@ -183,6 +187,7 @@ struct Runner {
     binary: PathBuf,
     concurrency: usize,
     parallel: usize,
+    guests: usize,
     duration: Duration,
     cart_max_lines: usize,
 }
@@ -257,6 +262,28 @@ impl Runner {
                 async |sb| experiments::parallel_writes(bin, sb, parallel).await,
             )
             .await;
+        let guest_count = self.guests;
+        let guests = self
+            .step(
+                target,
+                "guests",
+                |g: &report::Guests| {
+                    format!(
+                        "{} guests with {} lines: cookie {} B, server {} B each, RSS +{}; \
+                         {} of {} carts after a restart",
+                        g.guests,
+                        g.lines_each,
+                        g.cookie_bytes,
+                        g.server_bytes_each,
+                        g.rss_growth_bytes
+                            .map_or_else(|| "n/a".to_owned(), |b| format!("{} kB", b / 1000)),
+                        g.kept_after_restart,
+                        g.sampled_after_restart
+                    )
+                },
+                async |sb| experiments::guests(bin, sb, guest_count).await,
+            )
+            .await;
         let max = self.cart_max_lines;
         let footprint = self
             .step(
@@ -306,6 +333,7 @@ impl Runner {
             footprint,
             speed,
             parallel_writes,
+            guests,
         }
     }
 

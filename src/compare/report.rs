@@ -79,6 +79,29 @@ pub struct BackendReport {
     /// 8. Changes sent at the same moment with one cookie: how many are kept.
     #[serde(default = "not_run")]
     pub parallel_writes: Outcome<ParallelWrites>,
+    /// 9. Anonymous carts: what guests cost and what a restart leaves of them.
+    #[serde(default = "not_run")]
+    pub guests: Outcome<Guests>,
+}
+
+/// Guests: anonymous visitors who each fill a small cart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guests {
+    /// Visitors.
+    pub guests: usize,
+    /// Cart lines each.
+    pub lines_each: usize,
+    /// Bytes of one guest's session cookie (`name=value`), on average.
+    pub cookie_bytes: usize,
+    /// Bytes the server says it keeps for one guest (`/session.json`).
+    pub server_bytes_each: usize,
+    /// How much the server process's resident memory grew while the guests shopped; `None`
+    /// where the platform does not say.
+    pub rss_growth_bytes: Option<u64>,
+    /// Guests looked at again after a restart.
+    pub sampled_after_restart: usize,
+    /// Of those, the ones whose cart was still there.
+    pub kept_after_restart: usize,
 }
 
 /// A report written before an experiment existed has no result for it.
@@ -335,7 +358,7 @@ impl Cell {
 }
 
 /// Headers of the summary table: the backend, then one column per experiment.
-pub const COLUMNS: [&str; 9] = [
+pub const COLUMNS: [&str; 10] = [
     "backend",
     "restart",
     "crash",
@@ -343,6 +366,7 @@ pub const COLUMNS: [&str; 9] = [
     "logout replay",
     "idle expiry",
     "parallel writes",
+    "guests",
     "footprint",
     "speed (req/s)",
 ];
@@ -395,6 +419,7 @@ impl BackendReport {
             footprint: Outcome::Skipped(reason.clone()),
             speed: Outcome::Skipped(reason.clone()),
             parallel_writes: Outcome::Skipped(reason.clone()),
+            guests: Outcome::Skipped(reason.clone()),
             skipped: Some(reason),
         }
     }
@@ -416,6 +441,7 @@ impl BackendReport {
             ("footprint", why(&self.footprint)),
             ("speed", why(&self.speed)),
             ("parallel writes", why(&self.parallel_writes)),
+            ("guests", why(&self.guests)),
         ]
         .into_iter()
         .filter_map(|(name, why)| Some((name, why?)))
@@ -478,6 +504,23 @@ impl BackendReport {
                 let text = format!("lost {} of {}", p.lost, p.acknowledged);
                 // The cookie backend's loss is its documented behaviour, not a defect.
                 Cell::judged(text, p.lost == 0 || !expected.parallel_lossless)
+            }),
+            Cell::of(&self.guests, |g| {
+                let restart = if g.kept_after_restart == g.sampled_after_restart {
+                    "kept"
+                } else if g.kept_after_restart == 0 {
+                    "lost"
+                } else {
+                    "partly kept"
+                };
+                let text = format!(
+                    "{} each: cookie {}, server {}; restart: {restart}",
+                    g.guests,
+                    bytes(g.cookie_bytes),
+                    bytes(g.server_bytes_each)
+                );
+                let all_kept = g.kept_after_restart == g.sampled_after_restart;
+                Cell::judged(text, all_kept == expected.restart)
             }),
             footprint,
             speed,

@@ -112,7 +112,41 @@ pub enum CartError {
     NotInCart,
 }
 
+/// What merging one cart into another did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CartMerge {
+    /// Lines taken over (added or joined).
+    pub merged: usize,
+    /// Lines left out because the cart was full.
+    pub dropped: usize,
+    /// Lines whose quantity was capped at 99.
+    pub capped: usize,
+}
+
 impl Cart {
+    /// Adds every line of `other`: quantities of the same product add up, capped at 99 a line;
+    /// lines past `max_lines` are left out.
+    pub fn merge(&mut self, other: &Cart, max_lines: usize) -> CartMerge {
+        let mut report = CartMerge::default();
+        for &(product, quantity) in &other.lines {
+            if let Some((_, line)) = self.lines.iter_mut().find(|(id, _)| *id == product) {
+                let sum = line.get() + quantity.get();
+                if sum > Quantity::MAX {
+                    report.capped += 1;
+                }
+                *line = Quantity(sum.min(Quantity::MAX));
+                report.merged += 1;
+            } else if self.lines.len() < max_lines {
+                self.lines.push((product, quantity));
+                report.merged += 1;
+            } else {
+                report.dropped += 1;
+            }
+        }
+        self.rev += 1;
+        report
+    }
+
     /// The lines in the order they were added.
     pub fn lines(&self) -> impl Iterator<Item = CartLine> + '_ {
         self.lines.iter().map(|&(product_id, quantity)| CartLine {
@@ -262,6 +296,28 @@ mod tests {
         assert_eq!(cart.add(id("3"), q(1), 2), Err(CartError::TooManyLines(2)));
         assert_eq!(cart.set(id("9"), Some(q(1))), Err(CartError::NotInCart));
         assert_eq!(cart, before);
+    }
+
+    #[test]
+    fn merging_adds_up_caps_at_99_and_keeps_the_line_bound() {
+        let mut mine = Cart::default();
+        mine.add(id("1"), q(90), 2).expect("add");
+        let mut guest = Cart::default();
+        guest.add(id("1"), q(20), 5).expect("add");
+        guest.add(id("2"), q(3), 5).expect("add");
+        guest.add(id("3"), q(1), 5).expect("add");
+        let report = mine.merge(&guest, 2);
+        assert_eq!(mine.quantity_of(id("1")), 99);
+        assert_eq!(mine.quantity_of(id("2")), 3);
+        assert_eq!(mine.quantity_of(id("3")), 0, "past the line bound");
+        assert_eq!(
+            report,
+            CartMerge {
+                merged: 2,
+                dropped: 1,
+                capped: 1
+            }
+        );
     }
 
     #[test]

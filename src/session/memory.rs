@@ -1,4 +1,6 @@
-//! The `memory` backend: sessions in this process, bounded, with idle expiry (moka).
+//! The `memory` backend: sessions in this process, bounded, with idle expiry (moka). Guests
+//! (sessions without a login) live in a cache of their own with its own bound and idle
+//! timeout, so however many guests come, they never push a logged-in session out.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -28,12 +30,15 @@ type UserIndex = Arc<Mutex<HashMap<i64, HashSet<String>>>>;
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<String, Arc<Entry>>,
+    /// Sessions without a login.
+    guests: Cache<String, Arc<Entry>>,
     /// user id -> session keys, so /account can list and revoke without scanning.
     by_user: UserIndex,
 }
 
 impl MemoryStore {
-    /// A store of at most `capacity` sessions, each dropped after `idle` without use.
+    /// A store of at most `capacity` logged-in sessions, each dropped after `idle` without use,
+    /// and as many guests on the same terms (see [`MemoryStore::with_guests`]).
     pub fn new(capacity: u64, idle: Duration) -> Self {
         let by_user: UserIndex = Arc::default();
         let index = Arc::clone(&by_user);
@@ -49,7 +54,35 @@ impl MemoryStore {
                 }
             })
             .build();
-        Self { cache, by_user }
+        Self {
+            cache,
+            guests: guest_cache(capacity, idle),
+            by_user,
+        }
+    }
+
+    /// The same store with at most `capacity` guest sessions, each dropped after `idle`.
+    pub fn with_guests(mut self, capacity: u64, idle: Duration) -> Self {
+        self.guests = guest_cache(capacity, idle);
+        self
+    }
+
+    /// The cache a new session with this state goes to.
+    fn cache_for(&self, state: &State) -> &Cache<String, Arc<Entry>> {
+        if state::user_id_of(state).is_some() {
+            &self.cache
+        } else {
+            &self.guests
+        }
+    }
+
+    /// The cache that holds `key`, if either does.
+    fn cache_of(&self, key: &str) -> &Cache<String, Arc<Entry>> {
+        if self.guests.contains_key(key) {
+            &self.guests
+        } else {
+            &self.cache
+        }
     }
 
     fn index(&self, user_id: Option<i64>, key: &str) {
@@ -65,15 +98,19 @@ impl MemoryStore {
 
     /// The state of a live session.
     pub async fn load(&self, key: &str) -> Option<State> {
-        self.cache.get(key).await.map(|e| e.state.clone())
+        self.load_versioned(key).await.map(|(state, _)| state)
+    }
+
+    async fn entry(&self, key: &str) -> Option<Arc<Entry>> {
+        match self.cache.get(key).await {
+            Some(entry) => Some(entry),
+            None => self.guests.get(key).await,
+        }
     }
 
     /// The state of a live session and its version.
     pub async fn load_versioned(&self, key: &str) -> Option<(State, u64)> {
-        self.cache
-            .get(key)
-            .await
-            .map(|e| (e.state.clone(), e.version))
+        self.entry(key).await.map(|e| (e.state.clone(), e.version))
     }
 
     /// Saves `state` only if the session is still at version `expected` (an empty state ends
@@ -82,7 +119,7 @@ impl MemoryStore {
     pub async fn swap(&self, key: &str, expected: u64, state: &State) -> Option<u64> {
         let user_id = state::user_id_of(state);
         let result = self
-            .cache
+            .cache_of(key)
             .entry(key.to_owned())
             .and_compute_with(|current| {
                 let op = match current {
@@ -122,13 +159,10 @@ impl MemoryStore {
             created_at: now_epoch(),
             version: 0,
         });
+        let cache = self.cache_for(&entry.state);
         loop {
             let key = state::random_key();
-            let inserted = self
-                .cache
-                .entry(key.clone())
-                .or_insert(Arc::clone(&entry))
-                .await;
+            let inserted = cache.entry(key.clone()).or_insert(Arc::clone(&entry)).await;
             if inserted.is_fresh() {
                 self.index(user_id, &key);
                 return key;
@@ -141,7 +175,7 @@ impl MemoryStore {
     pub async fn update(&self, key: &str, state: State) {
         let user_id = state::user_id_of(&state);
         let result = self
-            .cache
+            .cache_of(key)
             .entry(key.to_owned())
             .and_compute_with(|current| {
                 let op = match current {
@@ -164,6 +198,7 @@ impl MemoryStore {
     /// Forgets a session.
     pub async fn delete(&self, key: &str) {
         self.cache.invalidate(key).await;
+        self.guests.invalidate(key).await;
     }
 
     /// The keys the index holds for a user (some may have just expired).
@@ -212,17 +247,30 @@ impl MemoryStore {
     /// Frees expired and evicted entries now (moka otherwise does it lazily).
     pub async fn run_housekeeping(&self) {
         self.cache.run_pending_tasks().await;
+        self.guests.run_pending_tasks().await;
     }
 
-    /// Sessions held right now.
+    /// Sessions held right now, guests included.
     pub fn len(&self) -> u64 {
-        self.cache.entry_count()
+        self.cache.entry_count() + self.guests.entry_count()
+    }
+
+    /// Guest sessions held right now.
+    pub fn guests(&self) -> u64 {
+        self.guests.entry_count()
     }
 
     /// Whether no session is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn guest_cache(capacity: u64, idle: Duration) -> Cache<String, Arc<Entry>> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .time_to_idle(idle)
+        .build()
 }
 
 fn unindex(index: &UserIndex, user_id: i64, key: &str) {
@@ -309,6 +357,23 @@ mod tests {
         }
         store.run_housekeeping().await;
         assert!(store.len() <= 10, "{} sessions held", store.len());
+    }
+
+    #[tokio::test]
+    async fn guests_never_push_out_logged_in_sessions() {
+        let store =
+            MemoryStore::new(10, Duration::from_secs(60)).with_guests(10, Duration::from_secs(60));
+        let user = store.save(login_state(1, "a")).await;
+        for n in 0..200 {
+            let guest = State::from([(
+                crate::session::state::CART.to_owned(),
+                format!(r#"{{"r":1,"l":[[{n},1]]}}"#),
+            )]);
+            store.save(guest).await;
+        }
+        store.run_housekeeping().await;
+        assert!(store.load(&user).await.is_some(), "the login is kept");
+        assert!(store.guests() <= 10, "{} guests held", store.guests());
     }
 
     #[tokio::test]

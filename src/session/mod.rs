@@ -99,21 +99,21 @@ fn session_key(key: String) -> Result<SessionKey, anyhow::Error> {
 impl Store {
     /// The store for `settings.session_backend`.
     pub fn build(settings: &Settings, db: &Db) -> anyhow::Result<Self> {
+        let idle = StdDuration::from_secs(settings.idle_timeout_secs);
+        let guest_idle = StdDuration::from_secs(settings.guest_idle_timeout_secs);
         Ok(match settings.session_backend {
             SessionBackend::Cookie => Self::Cookie,
-            SessionBackend::Memory => Self::Memory(MemoryStore::new(
-                settings.memory_max_sessions,
-                StdDuration::from_secs(settings.idle_timeout_secs),
-            )),
-            SessionBackend::Database => Self::Database(SqlStore::new(
-                db.clone(),
-                StdDuration::from_secs(settings.idle_timeout_secs),
-            )),
+            SessionBackend::Memory => Self::Memory(
+                MemoryStore::new(settings.memory_max_sessions, idle)
+                    .with_guests(settings.memory_max_guest_sessions, guest_idle),
+            ),
+            SessionBackend::Database => Self::Database(SqlStore::new(db.clone(), idle, guest_idle)),
             SessionBackend::Redis => Self::Redis(
                 RedisStore::new(
                     &settings.redis_url,
                     &settings.redis_key_prefix,
-                    StdDuration::from_secs(settings.idle_timeout_secs),
+                    idle,
+                    guest_idle,
                 )
                 .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
             ),
@@ -192,13 +192,13 @@ impl Store {
         }
     }
 
-    /// Sessions the memory backend holds now (`None` on the other backends).
-    pub async fn memory_sessions(&self) -> Option<u64> {
+    /// Sessions (all, and guests) the memory backend holds now; `None` on the other backends.
+    pub async fn memory_sessions(&self) -> Option<(u64, u64)> {
         let Self::Memory(m) = self else {
             return None;
         };
         m.run_housekeeping().await;
-        Some(m.len())
+        Some((m.len(), m.guests()))
     }
 
     /// Whether the store answers.

@@ -14,6 +14,8 @@ pub struct SqlStore {
     db: Db,
     /// How long a session lives past its last save (the idle timeout).
     ttl: Duration,
+    /// The same for a guest (no login).
+    guest_ttl: Duration,
 }
 
 fn ttl_secs(ttl: Duration) -> i64 {
@@ -21,9 +23,19 @@ fn ttl_secs(ttl: Duration) -> i64 {
 }
 
 impl SqlStore {
-    /// A store on the app database's pool whose sessions live `ttl` past their last save.
-    pub fn new(db: Db, ttl: Duration) -> Self {
-        Self { db, ttl }
+    /// A store on the app database's pool whose sessions live `ttl` past their last save, and
+    /// guest sessions `guest_ttl`.
+    pub fn new(db: Db, ttl: Duration, guest_ttl: Duration) -> Self {
+        Self { db, ttl, guest_ttl }
+    }
+
+    /// How long a session with this state lives past its save.
+    fn ttl_for(&self, state: &State, ttl: Duration) -> Duration {
+        if state::user_id_of(state).is_some() {
+            ttl
+        } else {
+            ttl.min(self.guest_ttl)
+        }
     }
 
     /// The state of a live session and its version.
@@ -74,7 +86,7 @@ impl SqlStore {
             .bind(meta.as_ref().map(|m| m.sid.clone()))
             .bind(state::user_id_of(state))
             .bind(meta.map_or(now, |m| m.last_seen))
-            .bind(now.saturating_add(ttl_secs(self.ttl)))
+            .bind(now.saturating_add(ttl_secs(self.ttl_for(state, self.ttl))))
             .bind(now)
             .execute(&self.db.pool)
             .await?
@@ -111,7 +123,7 @@ impl SqlStore {
             .bind(&json)
             .bind(now)
             .bind(now)
-            .bind(now.saturating_add(ttl_secs(ttl)))
+            .bind(now.saturating_add(ttl_secs(self.ttl_for(state, ttl))))
             .execute(&self.db.pool)
             .await?
             .rows_affected();
@@ -136,7 +148,7 @@ impl SqlStore {
         .bind(meta.as_ref().map(|m| m.sid.clone()))
         .bind(state::user_id_of(state))
         .bind(meta.map_or(now, |m| m.last_seen))
-        .bind(now.saturating_add(ttl_secs(ttl)))
+        .bind(now.saturating_add(ttl_secs(self.ttl_for(state, ttl))))
         .execute(&self.db.pool)
         .await?;
         Ok(())

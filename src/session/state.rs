@@ -13,7 +13,7 @@ use super::{
     budget::{CookieBudget, MAX_COOKIE_BYTES},
     timeouts::SharedNotices,
 };
-use crate::domain::cart::Cart;
+use crate::domain::cart::{Cart, CartMerge};
 
 /// Session key of the logged-in user.
 pub const USER: &str = "user";
@@ -23,6 +23,8 @@ pub const META: &str = "meta";
 pub const FLASH: &str = "flash";
 /// Session key of the cart.
 pub const CART: &str = "cart";
+/// Session key of a guest's last activity (a session with a cart and no login).
+pub const VISIT: &str = "visit";
 
 /// Raw session state as actix-session stores it: JSON values by key.
 pub type State = HashMap<String, String>;
@@ -45,6 +47,14 @@ pub struct Meta {
     /// Login time, epoch seconds (absolute timeout).
     pub issued_at: i64,
     /// Last activity, epoch seconds (idle timeout); refreshed at most every few seconds.
+    pub last_seen: i64,
+}
+
+/// A guest's visit: kept inside the state so every backend, the cookie one too, can end an
+/// idle guest cart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Visit {
+    /// Last activity, epoch seconds; refreshed at most every few seconds.
     pub last_seen: i64,
 }
 
@@ -205,6 +215,11 @@ impl TypedSession {
         self.get(CART).unwrap_or_default()
     }
 
+    /// A guest's visit, if this is a guest session.
+    pub fn visit(&self) -> Option<Visit> {
+        self.get(VISIT)
+    }
+
     /// Whether the session holds nothing at all.
     pub fn is_empty(&self) -> bool {
         self.session.entries().keys().all(|k| k == LOADED)
@@ -224,10 +239,18 @@ impl TypedSession {
     }
 
     /// Starts a login: a new session id (no fixation), the user, and fresh metadata. The new
-    /// key has no other requests yet, so the middleware saves it as a new record.
-    pub fn log_in(&self, user: SessionUser, now: i64) {
+    /// key has no other requests yet, so the middleware saves it as a new record. A cart the
+    /// session held (a guest's) comes along, trimmed to `max_lines` lines; returns what came.
+    pub fn log_in(&self, user: SessionUser, now: i64, max_lines: usize) -> Option<CartMerge> {
+        let carried = self.cart();
         self.session.clear();
         self.session.renew();
+        let merge = (!carried.is_empty()).then(|| {
+            let mut cart = Cart::default();
+            let merge = cart.merge(&carried, max_lines);
+            self.put(CART, &to_json(&cart));
+            merge
+        });
         self.put(USER, &to_json(&user));
         self.put(
             META,
@@ -237,6 +260,7 @@ impl TypedSession {
                 last_seen: now,
             }),
         );
+        merge
     }
 
     /// Ends an expired login; the request goes on without one (and may log in afresh). A
@@ -426,9 +450,25 @@ impl Draft<'_> {
         self.get(CART).unwrap_or_default()
     }
 
-    /// Replaces the cart.
+    /// Replaces the cart. A session without a login becomes a guest's, whose visit is stamped.
     pub fn set_cart(&mut self, cart: &Cart) {
         self.0.insert(CART.to_owned(), to_json(cart));
+        if !self.0.contains_key(USER) && !self.0.contains_key(VISIT) {
+            self.touch_visit(crate::domain::now_epoch());
+        }
+    }
+
+    /// Records a guest's activity at `now`; never moves it backwards, and does nothing for a
+    /// login or a session that is not a guest's.
+    pub fn touch_visit(&mut self, now: i64) {
+        if self.0.contains_key(USER) {
+            return;
+        }
+        let last = self.get::<Visit>(VISIT).map_or(i64::MIN, |v| v.last_seen);
+        if last < now {
+            self.0
+                .insert(VISIT.to_owned(), to_json(&Visit { last_seen: now }));
+        }
     }
 
     /// Leaves a message for the next page.

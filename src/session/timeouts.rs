@@ -44,6 +44,8 @@ pub enum Notice {
     Idle,
     /// The absolute timeout passed.
     MaxLength,
+    /// A guest's cart was idle past `guest_idle_timeout_secs`.
+    GuestIdle,
 }
 
 impl Notice {
@@ -52,6 +54,7 @@ impl Notice {
             Self::Ended => "ended",
             Self::Idle => "idle",
             Self::MaxLength => "max",
+            Self::GuestIdle => "guest",
         }
     }
 
@@ -60,6 +63,7 @@ impl Notice {
             "ended" => Some(Self::Ended),
             "idle" => Some(Self::Idle),
             "max" => Some(Self::MaxLength),
+            "guest" => Some(Self::GuestIdle),
             _ => None,
         }
     }
@@ -70,6 +74,10 @@ impl Notice {
             Self::Ended => SESSION_ENDED,
             Self::Idle => "Your session ended after a period of inactivity. Please log in again.",
             Self::MaxLength => "Your session reached its maximum length. Please log in again.",
+            Self::GuestIdle => {
+                "Your cart was emptied after a period of inactivity. Log in or create an account \
+                 to keep a cart longer."
+            }
         }
     }
 }
@@ -159,6 +167,30 @@ pub async fn enforce_timeouts(
                 // Another request kept saving first: it recorded activity too.
                 Err(ChangeError::Busy) => {}
                 Err(ChangeError::Ended) => fresh = Some(Notice::Ended),
+                Err(ChangeError::Store(err)) => return Err(AppError::from(err).into()),
+            }
+        }
+    } else if let Some(settings) = &settings
+        && let Some(visit) = session.visit()
+    {
+        // A guest: the same soft state, with the guests' own (shorter) idle timeout.
+        let now = now_epoch();
+        let idle = i64::try_from(settings.guest_idle_timeout_secs).unwrap_or(i64::MAX);
+        if now.saturating_sub(visit.last_seen) >= idle {
+            session.end();
+            fresh = Some(Notice::GuestIdle);
+        } else if now.saturating_sub(visit.last_seen)
+            >= touch_interval_secs(settings.guest_idle_timeout_secs)
+        {
+            match session
+                .change(|s| {
+                    s.touch_visit(now);
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .await
+            {
+                Ok(()) | Err(ChangeError::Refused(_) | ChangeError::TooLarge { .. }) => {}
+                Err(ChangeError::Busy | ChangeError::Ended) => {}
                 Err(ChangeError::Store(err)) => return Err(AppError::from(err).into()),
             }
         }

@@ -19,6 +19,7 @@ use crate::{
     db::Db,
     domain::{
         accounts::{self, AuthError, Password, RegisterError, Username},
+        cart::CartMerge,
         now_epoch,
     },
     session::state::{Flash, SessionUser, TypedSession},
@@ -127,6 +128,34 @@ fn busy() -> AppError {
     }
 }
 
+/// What the page says about a guest cart that came along into a login, if anything.
+fn carried_cart_message(merge: CartMerge) -> Option<String> {
+    let products = |n: usize| {
+        if n == 1 {
+            "1 product".to_owned()
+        } else {
+            format!("{n} products")
+        }
+    };
+    let mut text = match merge.merged {
+        0 => return None,
+        n => format!("Your cart came with you ({}).", products(n)),
+    };
+    if merge.capped > 0 {
+        text.push_str(&format!(
+            " {} reached the 99 units a line can hold.",
+            products(merge.capped)
+        ));
+    }
+    if merge.dropped > 0 {
+        text.push_str(&format!(
+            " {} did not fit: a cart holds a limited number of products.",
+            products(merge.dropped)
+        ));
+    }
+    Some(text)
+}
+
 /// `POST /login`.
 pub async fn login(
     req: HttpRequest,
@@ -151,13 +180,17 @@ pub async fn login(
     match accounts::authenticate(&db, &form.username, &form.password).await? {
         Some(user) => {
             limits.clear_failures(&form.username, address).await;
-            session.log_in(
+            let carried = session.log_in(
                 SessionUser {
                     id: user.id,
                     name: user.username,
                 },
                 now_epoch(),
+                settings.cart_max_lines,
             );
+            if let Some(text) = carried.and_then(carried_cart_message) {
+                session.set_flash(Flash::info(text)).await?;
+            }
             Ok(see_other(&next))
         }
         None => {
@@ -203,6 +236,7 @@ pub async fn register_form(
 pub async fn register(
     site: web::Data<Site>,
     db: web::Data<Db>,
+    settings: web::Data<Settings>,
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -229,18 +263,19 @@ pub async fn register(
     };
     match accounts::register(&db, &username, password).await {
         Ok(user) => {
-            session.log_in(
+            let carried = session.log_in(
                 SessionUser {
                     id: user.id,
                     name: user.username,
                 },
                 now_epoch(),
+                settings.cart_max_lines,
             );
-            session
-                .set_flash(Flash::info(format!(
-                    "Welcome, {username}! Your account is ready."
-                )))
-                .await?;
+            let mut welcome = format!("Welcome, {username}! Your account is ready.");
+            if let Some(text) = carried.and_then(carried_cart_message) {
+                welcome = format!("{welcome} {text}");
+            }
+            session.set_flash(Flash::info(welcome)).await?;
             Ok(see_other(&next))
         }
         Err(RegisterError::Taken) => refuse(RegisterError::Taken.to_string()),

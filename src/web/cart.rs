@@ -6,12 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{
-    Nav, Site,
-    errors::AppError,
-    guard::{LoggedIn, referer_path},
-    http::see_other,
-};
+use super::{Nav, Site, errors::AppError, guard::referer_path, http::see_other};
 use crate::{
     config::Settings,
     db::Db,
@@ -21,7 +16,7 @@ use crate::{
         orders::{self, CheckoutError},
         snapshot::{Catalog, Snapshot},
     },
-    session::state::Flash,
+    session::state::{Flash, TypedSession},
 };
 
 /// A cart line as the page shows it.
@@ -71,6 +66,10 @@ struct CartPage<'a> {
     max_lines: usize,
     /// Cart revision, sent back by the checkout form.
     rev: u64,
+    /// A guest's cart: no live updates (they need a login), checkout asks to log in.
+    guest: bool,
+    /// A guest cart's idle timeout, in minutes.
+    guest_idle_minutes: u64,
     /// Catalog version the page shows; live updates and polling continue from it.
     version: i64,
     poll_secs: u64,
@@ -106,9 +105,9 @@ pub async fn page(
     site: web::Data<Site>,
     catalog: web::Data<Arc<Catalog>>,
     settings: web::Data<Settings>,
-    me: LoggedIn,
+    session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
-    let cart = me.session.cart();
+    let cart = session.cart();
     // The snapshot's version was read before its products: a change committed in between is
     // newer than the page, and the live stream or the next poll brings it.
     let snapshot = catalog.now();
@@ -116,8 +115,10 @@ pub async fn page(
     let (lines, missing, total) = priced_lines(&snapshot, &cart);
     super::private_page(&CartPage {
         site: &site,
-        nav: Nav::of(&me.session, "cart"),
-        flash: me.session.take_flash().await?,
+        nav: Nav::of(&session, "cart"),
+        flash: session.take_flash().await?,
+        guest: session.user().is_none(),
+        guest_idle_minutes: settings.guest_idle_timeout_secs.div_ceil(60),
         lines,
         missing,
         total: total.to_string(),
@@ -188,14 +189,14 @@ pub async fn add(
     req: HttpRequest,
     catalog: web::Data<Arc<Catalog>>,
     settings: web::Data<Settings>,
-    me: LoggedIn,
+    session: TypedSession,
     form: web::Form<LineForm>,
 ) -> Result<HttpResponse, AppError> {
     let (id, product) = product_from_form(&catalog, form.product_id.as_deref()).await?;
     let quantity =
         Quantity::parse(form.quantity.as_deref().unwrap_or("1")).map_err(quantity_error)?;
     let message = format!("Added {} × {} to your cart.", quantity.get(), product.name);
-    me.session
+    session
         .change(|s| {
             let mut cart = s.cart();
             let in_cart = cart.quantity_of(id);
@@ -216,7 +217,7 @@ pub async fn add(
 pub async fn update(
     req: HttpRequest,
     catalog: web::Data<Arc<Catalog>>,
-    me: LoggedIn,
+    session: TypedSession,
     form: web::Form<LineForm>,
 ) -> Result<HttpResponse, AppError> {
     let (id, product) = product_from_form(&catalog, form.product_id.as_deref()).await?;
@@ -229,7 +230,7 @@ pub async fn update(
         Some(q) => format!("{} now × {}.", product.name, q.get()),
         None => format!("Removed {} from your cart.", product.name),
     };
-    me.session
+    session
         .change(|s| {
             let mut cart = s.cart();
             if let Some(q) = quantity
@@ -253,8 +254,8 @@ pub async fn update(
 }
 
 /// `POST /cart/clear`.
-pub async fn clear(me: LoggedIn) -> Result<HttpResponse, AppError> {
-    me.session
+pub async fn clear(session: TypedSession) -> Result<HttpResponse, AppError> {
+    session
         .change(|s| {
             let mut cart = s.cart();
             cart.clear();
@@ -279,7 +280,7 @@ pub struct CheckoutForm {
 pub async fn checkout(
     db: web::Data<Db>,
     catalog: web::Data<Arc<Catalog>>,
-    me: LoggedIn,
+    session: TypedSession,
     req: HttpRequest,
     form: Result<web::Form<CheckoutForm>, actix_web::Error>,
 ) -> Result<HttpResponse, AppError> {
@@ -291,16 +292,22 @@ pub async fn checkout(
         // orders nothing: its status says why (413, 415, 400).
         Err(err) => return Err(unreadable(&err)),
     };
-    let cart = me.session.cart();
+    // Orders belong to accounts: a guest logs in (or registers) first, and the cart comes along.
+    let Some(user) = session.user() else {
+        return Err(AppError::LoginRequired {
+            next: "/cart".to_owned(),
+        });
+    };
+    let cart = session.cart();
     let rev = match form.as_ref().and_then(|f| f.rev.as_deref()).map(str::trim) {
         None | Some("") => cart.rev(),
         Some(text) => text.parse::<u64>().map_err(|_| {
             AppError::BadRequest("The checkout form is damaged; please reload the cart.".to_owned())
         })?,
     };
-    let session_id = me.session.meta().map(|m| m.sid).unwrap_or_default();
+    let session_id = session.meta().map(|m| m.sid).unwrap_or_default();
     let key = orders::checkout_key(&session_id, rev);
-    if let Some(order_id) = orders::find_by_key(&db, me.user.id, &key).await? {
+    if let Some(order_id) = orders::find_by_key(&db, user.id, &key).await? {
         return Ok(see_other(&format!("/orders/{order_id}")));
     }
     if rev != cart.rev() {
@@ -310,7 +317,7 @@ pub async fn checkout(
                 .to_owned(),
         ));
     }
-    match orders::checkout(&db, me.user.id, &cart, &key).await {
+    match orders::checkout(&db, user.id, &cart, &key).await {
         Ok(done) => {
             // This instance's own change shows at once; others see it within a poll.
             if let Err(err) = catalog.refresh().await {
@@ -318,7 +325,7 @@ pub async fn checkout(
             }
             let message = format!("Thank you! Order #{} is placed.", done.order_id());
             // Take out what was ordered; a line added while the order was placed stays.
-            me.session
+            session
                 .change(|s| {
                     let mut now = s.cart();
                     now.take_ordered(&cart);

@@ -216,11 +216,14 @@ pub async fn metrics(hub: web::Data<Arc<LiveHub>>, store: web::Data<Store>) -> H
         hub.metrics.events_sent.load(Ordering::Relaxed),
         hub.metrics.leases_expired.load(Ordering::Relaxed),
     );
-    if let Some(held) = store.memory_sessions().await {
+    if let Some((held, guests)) = store.memory_sessions().await {
         body.push_str(&format!(
-            "# HELP statecart_memory_sessions Sessions the memory backend holds now.\n\
+            "# HELP statecart_memory_sessions Sessions the memory backend holds now, guests included.\n\
              # TYPE statecart_memory_sessions gauge\n\
-             statecart_memory_sessions {held}\n"
+             statecart_memory_sessions {held}\n\
+             # HELP statecart_memory_guest_sessions Guest sessions the memory backend holds now.\n\
+             # TYPE statecart_memory_guest_sessions gauge\n\
+             statecart_memory_guest_sessions {guests}\n"
         ));
     }
     HttpResponse::Ok()

@@ -84,7 +84,8 @@ impl Nav {
         let user = session.user().map(|u| u.name);
         Self {
             knows_visitor: true,
-            cart_lines: user.as_ref().map(|_| session.cart().len()),
+            // Guests have a cart too; a visitor with no session shows none.
+            cart_lines: (user.is_some() || !session.is_empty()).then(|| session.cart().len()),
             user,
             active,
         }
