@@ -107,11 +107,11 @@ async fn confirm_password(
     if password.is_some_and(|p| !p.is_empty()) {
         limits.record_failure(&me.user.name, address).await;
     }
-    Err(AppError::Forbidden(format!(
-        "You logged in more than {} minutes ago: please confirm the change with your password. \
-         Nothing was changed.",
-        settings.admin_reauth_after.as_secs().div_ceil(60)
-    )))
+    Err(AppError::Forbidden(
+        "Please confirm this change with your password: price and stock changes ask for it \
+         again a while after you log in. Nothing was changed."
+            .to_owned(),
+    ))
 }
 
 /// The product form: blank fields are left as they are.

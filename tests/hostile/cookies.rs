@@ -1,0 +1,180 @@
+//! Cookies that are not a session, cross-site requests, and the `__Host-` cookie.
+
+use reqwest::{StatusCode, header::HeaderValue};
+
+use crate::{
+    common::{self, PASSWORD, Variant, spawn_app_with},
+    driver::*,
+    for_each_backend,
+};
+
+/// Tampered, foreign-key, oversized and garbage cookies are no session, never an error.
+async fn cookies_that_are_not_a_session_are_ignored(variant: Variant) {
+    let shop = shop(variant).await;
+    let victim = shop.app.cookie().expect("cookie");
+    let mut flipped = victim.clone().into_bytes();
+    let middle = flipped.len() / 2;
+    flipped[middle] = if flipped[middle] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).expect("ascii");
+    let foreign = {
+        let key = actix_web::cookie::Key::generate();
+        let mut jar = actix_web::cookie::CookieJar::new();
+        jar.private_mut(&key).add(actix_web::cookie::Cookie::new(
+            "statecart",
+            r#"{"user":"{\"id\":1,\"name\":\"vic\"}"}"#,
+        ));
+        jar.delta()
+            .next()
+            .expect("cookie")
+            .encoded()
+            .to_string()
+            .trim_start_matches("statecart=")
+            .to_owned()
+    };
+    let header = |v: &str| HeaderValue::from_str(v).expect("header");
+    let values = [
+        ("garbage", header("statecart=garbage")),
+        ("empty value", header("statecart=")),
+        (
+            "4000-byte value",
+            header(&format!("statecart={}", big(4000))),
+        ),
+        (
+            "tampered (one byte flipped)",
+            header(&format!("statecart={flipped}")),
+        ),
+        (
+            "truncated",
+            header(&format!("statecart={}", &victim[..victim.len() / 2])),
+        ),
+        ("foreign key", header(&format!("statecart={foreign}"))),
+        (
+            "duplicated name",
+            header("statecart=garbage; statecart=other"),
+        ),
+        (
+            "non-UTF-8 bytes",
+            HeaderValue::from_bytes(b"statecart=\xff\xfe\xfd").expect("obs-text"),
+        ),
+        ("percent garbage", header("statecart=%00%ff%zz")),
+        (
+            "the secure name on a plain-http server",
+            header(&format!("__Host-statecart={victim}")),
+        ),
+        ("a JSON state in clear", header(r#"statecart={"user":"1"}"#)),
+    ];
+    let mut cases = Vec::new();
+    for (name, value) in values {
+        cases.push(get(&format!("GET /cart, {name}"), "/cart", &[303]).cookie(value.clone()));
+        cases.push(
+            post(
+                &format!("POST /cart/clear, {name}"),
+                "/cart/clear",
+                "",
+                &[303],
+            )
+            .cookie(value.clone()),
+        );
+        cases.push(post(&format!("POST /checkout, {name}"), "/checkout", "", &[303]).cookie(value));
+    }
+    shop.run("cookies", cases).await;
+}
+
+/// Unsafe requests from another site are refused before the session is read.
+async fn cross_site_requests_are_refused(variant: Variant) {
+    let shop = shop(variant).await;
+    let cases = vec![
+        post(
+            "clear, Sec-Fetch-Site cross-site",
+            "/cart/clear",
+            "",
+            &[403],
+        )
+        .header("sec-fetch-site", "cross-site"),
+        post(
+            "add, Sec-Fetch-Site same-site",
+            "/cart/add",
+            "product_id=2&quantity=1",
+            &[403],
+        )
+        .header("sec-fetch-site", "same-site"),
+        post(
+            "update, foreign Origin",
+            "/cart/update",
+            "product_id=1&quantity=0",
+            &[403],
+        )
+        .header("origin", "https://evil.example"),
+        post("checkout, Origin null", "/checkout", "", &[403]).header("origin", "null"),
+        post(
+            "logout, Origin with our host as a subdomain",
+            "/logout",
+            "",
+            &[403],
+        )
+        .header("origin", "http://127.0.0.1.evil.example"),
+        post(
+            "revoke others, foreign Origin",
+            "/account/sessions/revoke-others",
+            "",
+            &[403],
+        )
+        .header("origin", "https://evil.example"),
+        post(
+            "admin, Sec-Fetch-Site cross-site",
+            "/admin/products",
+            "product_id=1&price_cents=1",
+            &[403],
+        )
+        .header("sec-fetch-site", "cross-site"),
+        post(
+            "login, cross-site",
+            "/login",
+            "username=vic&password=x",
+            &[403],
+        )
+        .anonymous()
+        .header("sec-fetch-site", "cross-site"),
+        post(
+            "register, cross-site",
+            "/register",
+            "username=newbie&password=longenough",
+            &[403],
+        )
+        .anonymous()
+        .header("origin", "https://evil.example"),
+        post("checkout, Origin on another port", "/checkout", "", &[403])
+            .header("origin", "http://127.0.0.1:1"),
+    ];
+    shop.run("cross-site", cases).await;
+}
+
+/// Off loopback the cookie is `Secure` and named with the `__Host-` prefix.
+async fn a_secure_cookie_has_the_host_prefix(variant: Variant) {
+    count_panics();
+    let app = spawn_app_with(variant, |s| s.cookie_secure = true).await;
+    let res = app
+        .post_form("/register", &[("username", "sam"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.contains("statecart="))
+        .expect("a session cookie")
+        .to_owned();
+    assert!(cookie.starts_with("__Host-statecart="), "{cookie}");
+    assert!(
+        cookie.contains("Secure") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Domain"), "{cookie}");
+}
+
+for_each_backend!(
+    cookies_that_are_not_a_session_are_ignored,
+    cross_site_requests_are_refused,
+    a_secure_cookie_has_the_host_prefix,
+);

@@ -1,0 +1,537 @@
+//! Hostile values in every form field and body: credentials, cart, checkout, admin, live.
+
+use reqwest::{Method, StatusCode, header::HeaderValue};
+
+use crate::{
+    common::{self, PASSWORD, Variant},
+    driver::*,
+    for_each_backend,
+};
+
+/// Login and registration refuse hostile names and passwords with the form's own answer.
+async fn hostile_credentials_get_the_generic_answer(variant: Variant) {
+    let shop = shop(variant).await;
+    let pw = PASSWORD.replace(' ', "+");
+    let cases = vec![
+        post(
+            "login, NUL in the username",
+            "/login",
+            &format!("username=vic%00&password={pw}"),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "login, bidi override in the username",
+            "/login",
+            &format!("username=%E2%80%AEvic&password={pw}"),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "login, 15 KB username",
+            "/login",
+            &format!("username={}&password=x", big(15_000)),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "login, 5 KB password",
+            "/login",
+            &format!("username=vic&password={}", big(5_000)),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "login, non-UTF-8 username",
+            "/login",
+            "username=%FF%FE&password=x",
+            &[422],
+        )
+        .anonymous(),
+        post("login, raw non-UTF-8 body", "/login", "", &[400, 422])
+            .anonymous()
+            .body(
+                "application/x-www-form-urlencoded",
+                b"username=\xff\xfe&password=\xc3".to_vec(),
+            ),
+        post("login, no fields", "/login", "", &[422]).anonymous(),
+        post(
+            "login, username twice",
+            "/login",
+            "username=vic&username=root&password=x",
+            &[400],
+        )
+        .anonymous(),
+        post("login, JSON body", "/login", "", &[400, 415])
+            .anonymous()
+            .body(
+                "application/json",
+                br#"{"username":"vic","password":"x"}"#.to_vec(),
+            ),
+        post(
+            "login, 20 KB body",
+            "/login",
+            &format!("username=vic&password={}", big(20_000)),
+            &[413],
+        )
+        .anonymous(),
+        post(
+            "login, SQL in the username",
+            "/login",
+            "username=vic'--&password=x",
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "login, the right password with a trailing NUL",
+            "/login",
+            &format!("username=vic&password={pw}%00"),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "register, bidi override",
+            "/register",
+            &format!("username=vic%E2%80%AE&password={pw}"),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "register, NUL",
+            "/register",
+            &format!("username=ad%00min&password={pw}"),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "register, zero-width space",
+            "/register",
+            &format!("username=v%E2%80%8Bic&password={pw}"),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "register, 2 KB password",
+            "/register",
+            &format!("username=newbie&password={}", big(2_000)),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "register, 33-character name",
+            "/register",
+            &format!("username={}&password={pw}", big(33)),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "register, the victim's name in other letter case",
+            "/register",
+            &format!("username=VIC&password={pw}"),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "register, markup in the name",
+            "/register",
+            &format!("username=%3Cscript%3E&password={pw}"),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "register, a percent-encoded path",
+            "/%72egister",
+            &format!("username=%00&password={pw}"),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "register, password twice",
+            "/register",
+            &format!("username=newbie&password={pw}&password=x"),
+            &[400],
+        )
+        .anonymous(),
+        post(
+            "login, next with a bidi override",
+            "/login",
+            "username=vic&password=x&next=/%E2%80%AEgpj.exe",
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "login, next of 4 KB",
+            "/login",
+            &format!("username=vic&password=x&next=/{}", big(4_000)),
+            &[422],
+        )
+        .anonymous(),
+        post(
+            "login, next twice",
+            "/login",
+            "username=vic&password=x&next=/a&next=//evil.example",
+            &[400],
+        )
+        .anonymous(),
+        post(
+            "register, next non-UTF-8",
+            "/register",
+            "username=vic&password=x&next=%FF%FE",
+            &[422],
+        )
+        .anonymous(),
+    ];
+    shop.run("credentials", cases).await;
+}
+
+/// Cart forms refuse every malformed, duplicated or wrongly-typed body; the cart stays.
+async fn malformed_cart_forms_leave_the_cart_alone(variant: Variant) {
+    let shop = shop(variant).await;
+    let cases = vec![
+        post("add, no product", "/cart/add", "quantity=1", &[400]),
+        post(
+            "add, SQL as product",
+            "/cart/add",
+            "product_id=1+OR+1%3D1&quantity=1",
+            &[400],
+        ),
+        post(
+            "add, 25-digit product",
+            "/cart/add",
+            "product_id=9999999999999999999999999&quantity=1",
+            &[400],
+        ),
+        post(
+            "add, negative product",
+            "/cart/add",
+            "product_id=-1&quantity=1",
+            &[400],
+        ),
+        post(
+            "add, unknown product",
+            "/cart/add",
+            "product_id=999999&quantity=1",
+            &[404],
+        ),
+        post(
+            "add, quantity 0",
+            "/cart/add",
+            "product_id=2&quantity=0",
+            &[422],
+        ),
+        post(
+            "add, quantity 100",
+            "/cart/add",
+            "product_id=2&quantity=100",
+            &[422],
+        ),
+        post(
+            "add, quantity -1",
+            "/cart/add",
+            "product_id=2&quantity=-1",
+            &[422],
+        ),
+        post(
+            "add, quantity 1e3",
+            "/cart/add",
+            "product_id=2&quantity=1e3",
+            &[400],
+        ),
+        post(
+            "add, quantity with NUL",
+            "/cart/add",
+            "product_id=2&quantity=1%00",
+            &[400],
+        ),
+        post(
+            "add, quantity with a bidi override",
+            "/cart/add",
+            "product_id=2&quantity=%E2%80%AE1",
+            &[400],
+        ),
+        post(
+            "add, quantity twice",
+            "/cart/add",
+            "product_id=2&quantity=1&quantity=2",
+            &[400],
+        ),
+        post(
+            "add, product twice",
+            "/cart/add",
+            "product_id=2&product_id=3",
+            &[400],
+        ),
+        post(
+            "add, non-UTF-8 product",
+            "/cart/add",
+            "product_id=%FF&quantity=1",
+            &[400],
+        ),
+        post(
+            "add, 20 KB body",
+            "/cart/add",
+            &format!("product_id=2&quantity=1&pad={}", big(20_000)),
+            &[413],
+        ),
+        post("add, JSON body", "/cart/add", "", &[400, 415]).body(
+            "application/json",
+            br#"{"product_id":2,"quantity":1}"#.to_vec(),
+        ),
+        post("add, text/plain body", "/cart/add", "", &[400, 415])
+            .body("text/plain", b"product_id=2&quantity=1".to_vec()),
+        post("add, multipart body", "/cart/add", "", &[400, 415]).body(
+            "multipart/form-data; boundary=x",
+            b"--x\r\nContent-Disposition: form-data; name=\"product_id\"\r\n\r\n2\r\n--x--\r\n"
+                .to_vec(),
+        ),
+        post(
+            "add, over the stock",
+            "/cart/add",
+            "product_id=1&quantity=99",
+            &[409, 422],
+        ),
+        post(
+            "update, not in the cart",
+            "/cart/update",
+            "product_id=2&quantity=1",
+            &[422],
+        ),
+        post(
+            "update, no quantity",
+            "/cart/update",
+            "product_id=1",
+            &[400],
+        ),
+        post(
+            "update, quantity 100",
+            "/cart/update",
+            "product_id=1&quantity=100",
+            &[422],
+        ),
+        post(
+            "update, quantity 4294967296",
+            "/cart/update",
+            "product_id=1&quantity=4294967296",
+            &[422],
+        ),
+        post(
+            "add, anonymous",
+            "/cart/add",
+            "product_id=2&quantity=1",
+            &[303],
+        )
+        .anonymous(),
+    ];
+    shop.run("cart forms", cases).await;
+}
+
+/// A checkout whose body cannot be read as one form orders nothing.
+async fn unreadable_checkouts_order_nothing(variant: Variant) {
+    let shop = shop(variant).await;
+    let cases = vec![
+        post(
+            "20 KB form",
+            "/checkout",
+            &format!("rev=2&pad={}", big(20_000)),
+            &[413],
+        ),
+        post("JSON body", "/checkout", "", &[415])
+            .body("application/json", br#"{"rev":2}"#.to_vec()),
+        post("text/plain body", "/checkout", "", &[415]).body("text/plain", b"rev=2".to_vec()),
+        post("rev twice", "/checkout", "rev=1&rev=2", &[400]),
+        post("rev not a number", "/checkout", "rev=abc", &[400]),
+        post("rev negative", "/checkout", "rev=-1", &[400]),
+        post(
+            "rev with a bidi override",
+            "/checkout",
+            "rev=%E2%80%AE2",
+            &[400],
+        ),
+        post("rev non-UTF-8", "/checkout", "rev=%FF", &[400]),
+        post("rev stale", "/checkout", "rev=0", &[409]),
+        post("rev from the future", "/checkout", "rev=99999", &[409]),
+        post("anonymous", "/checkout", "", &[303]).anonymous(),
+        raw(
+            "a body without a content type",
+            "POST /checkout HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nrev=2",
+            &[415],
+        ),
+    ];
+    shop.run("checkout bodies", cases).await;
+}
+
+/// Admin pages for accounts without the role, and for nobody at all.
+async fn admin_is_refused_to_non_admins(variant: Variant) {
+    let shop = shop_with(variant, |s| s.admin_users = vec!["vic-not".to_owned()]).await;
+    let cases = vec![
+        get("GET, a customer", "/admin/products", &[403]),
+        post(
+            "POST price, a customer",
+            "/admin/products",
+            "product_id=1&price_cents=1",
+            &[403],
+        ),
+        post(
+            "POST stock, a customer",
+            "/admin/products",
+            "product_id=1&stock=0",
+            &[403],
+        ),
+        get("GET, anonymous", "/admin/products", &[303]).anonymous(),
+        post(
+            "POST, anonymous",
+            "/admin/products",
+            "product_id=1&price_cents=1",
+            &[303],
+        )
+        .anonymous(),
+        get("GET, percent-encoded path", "/%61dmin/products", &[403]),
+    ];
+    shop.run("admin", cases).await;
+}
+
+/// An admin's own forms refuse hostile values and change nothing in the catalog.
+async fn hostile_admin_values_change_no_price_or_stock(variant: Variant) {
+    let shop = shop(variant).await;
+    let db = shop.app.db().await;
+    let name = statecart::domain::accounts::Username::parse("vic").expect("name");
+    statecart::domain::accounts::set_admin(&db, &name, true)
+        .await
+        .expect("grant");
+    db.close().await;
+    let cases = vec![
+        post(
+            "price with NUL",
+            "/admin/products",
+            "product_id=1&price_cents=1%00",
+            &[422],
+        ),
+        post(
+            "price with a bidi override",
+            "/admin/products",
+            "product_id=1&price_cents=%E2%80%AE1",
+            &[422],
+        ),
+        post(
+            "price non-UTF-8",
+            "/admin/products",
+            "product_id=1&price_cents=%FF",
+            &[422],
+        ),
+        post(
+            "price 25 digits",
+            "/admin/products",
+            "product_id=1&price_cents=9999999999999999999999999",
+            &[422],
+        ),
+        post(
+            "price over the maximum",
+            "/admin/products",
+            "product_id=1&price_cents=100000001",
+            &[422],
+        ),
+        post(
+            "price negative",
+            "/admin/products",
+            "product_id=1&price_cents=-1",
+            &[422],
+        ),
+        post(
+            "price as a float",
+            "/admin/products",
+            "product_id=1&price_cents=1.5",
+            &[422],
+        ),
+        post(
+            "stock over the maximum",
+            "/admin/products",
+            "product_id=1&stock=1000001",
+            &[422],
+        ),
+        post(
+            "stock twice",
+            "/admin/products",
+            "product_id=1&stock=1&stock=2",
+            &[400],
+        ),
+        post(
+            "product with NUL",
+            "/admin/products",
+            "product_id=1%00&stock=1",
+            &[400],
+        ),
+        post(
+            "product overlong",
+            "/admin/products",
+            &format!("product_id={}&stock=1", "9".repeat(5000)),
+            &[400],
+        ),
+        post("no product", "/admin/products", "stock=1", &[400]),
+        post(
+            "20 KB body",
+            "/admin/products",
+            &format!("product_id=1&stock=1&pad={}", big(20_000)),
+            &[413],
+        ),
+        post("JSON body", "/admin/products", "", &[400, 415]).body(
+            "application/json",
+            br#"{"product_id":1,"stock":0}"#.to_vec(),
+        ),
+        post(
+            "cross-site, even for an admin",
+            "/admin/products",
+            "product_id=1&stock=0",
+            &[403],
+        )
+        .header("sec-fetch-site", "cross-site"),
+    ];
+    shop.run("admin values", cases).await;
+}
+
+/// The live stream and the polling endpoint refuse what they cannot serve.
+async fn live_endpoints_refuse_abuse(variant: Variant) {
+    let shop = shop(variant).await;
+    let cases = vec![
+        get("stream, anonymous", "/cart/live", &[303]).anonymous(),
+        get("changes, anonymous", "/cart/changes?since=0", &[303]).anonymous(),
+        get(
+            "changes, since not a number",
+            "/cart/changes?since=abc",
+            &[400],
+        ),
+        get("changes, since negative", "/cart/changes?since=-1", &[400]),
+        get(
+            "changes, since 25 digits",
+            "/cart/changes?since=9999999999999999999999999",
+            &[400],
+        ),
+        get(
+            "changes, since twice",
+            "/cart/changes?since=1&since=2",
+            &[400],
+        ),
+        case("stream, POST", Method::POST, "/cart/live", &[404, 405]),
+        case("stream, DELETE", Method::DELETE, "/cart/live", &[404, 405]),
+        get("stream, garbage cookie", "/cart/live", &[303])
+            .cookie(HeaderValue::from_static("statecart=garbage")),
+    ];
+    shop.run("live", cases).await;
+    // Many streams of one user: each is a lease, the oldest end first; the process holds.
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let res = shop.app.get("/cart/live").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        streams.push(res);
+    }
+    drop(streams);
+    assert_eq!(shop.app.get("/healthz").await.status(), StatusCode::OK);
+}
+
+for_each_backend!(
+    hostile_credentials_get_the_generic_answer,
+    malformed_cart_forms_leave_the_cart_alone,
+    unreadable_checkouts_order_nothing,
+    admin_is_refused_to_non_admins,
+    hostile_admin_values_change_no_price_or_stock,
+    live_endpoints_refuse_abuse,
+);
