@@ -408,8 +408,9 @@ async fn a_restart_keeps_or_ends_the_session(
         .await;
     } else {
         b.step("j4-session-ended", async {
+            // The cart page is open to guests: it shows an empty cart and says why.
             b.goto(&app.url("/cart")).await?;
-            b.wait_path("/login").await?;
+            b.wait_path("/cart").await?;
             ensure!(
                 b.count("error-page").await? == 0,
                 "an error page after restart"
@@ -417,12 +418,15 @@ async fn a_restart_keeps_or_ends_the_session(
             let flash = b.text("flash").await?;
             ensure!(
                 flash.starts_with("Your session has ended"),
-                "the login page says {flash:?}"
+                "the cart page says {flash:?}"
             );
+            b.el("cart-empty").await?;
             anyhow::Ok(())
         })
         .await;
         b.step("j4-log-in-again", async {
+            b.goto(&app.url("/login?next=%2Fcart")).await?;
+            b.el("login-form").await?;
             b.type_into("username", &shopper.username).await?;
             b.type_into("password", PASSWORD).await?;
             b.click("login-submit").await?;
@@ -585,7 +589,11 @@ async fn after_logout_back_does_not_show_the_cart(b: &Browser, app: &TestApp, pr
             Ok(b.driver.current_url().await? != logged_out_at)
         })
         .await?;
-        b.el("login-form").await?;
+        // The cart page is never cached (no-store): going back asks the server again, which
+        // shows an empty guest cart, with no trace of the ended login.
+        let path = b.path().await?;
+        ensure!(path == "/cart", "back after logout shows {path}");
+        b.el("cart-empty").await?;
         ensure!(
             b.count("cart-line").await? == 0,
             "back after logout shows cart lines"
@@ -594,10 +602,6 @@ async fn after_logout_back_does_not_show_the_cart(b: &Browser, app: &TestApp, pr
             b.count("nav-user").await? == 0,
             "back after logout shows a user"
         );
-        let path = b.path().await?;
-        ensure!(path == "/login", "back after logout shows {path}");
-        let next = b.query_param("next").await?;
-        ensure!(next.as_deref() == Some("/cart"), "login next={next:?}");
         anyhow::Ok(())
     })
     .await;

@@ -258,6 +258,10 @@ pub async fn clear(session: TypedSession) -> Result<HttpResponse, AppError> {
     session
         .change(|s| {
             let mut cart = s.cart();
+            if cart.is_empty() {
+                // Nothing to clear: a visitor without a cart gets no session for it.
+                return Ok(());
+            }
             cart.clear();
             s.set_cart(&cart);
             s.set_flash(Flash::info("Your cart is empty now."));

@@ -65,7 +65,8 @@ async fn cookies_that_are_not_a_session_are_ignored(variant: Variant) {
     ];
     let mut cases = Vec::new();
     for (name, value) in values {
-        cases.push(get(&format!("GET /cart, {name}"), "/cart", &[303]).cookie(value.clone()));
+        // No session: the cart page shows an empty guest cart.
+        cases.push(get(&format!("GET /cart, {name}"), "/cart", &[200]).cookie(value.clone()));
         cases.push(
             post(
                 &format!("POST /cart/clear, {name}"),
