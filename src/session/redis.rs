@@ -20,9 +20,10 @@ use super::{
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Saves a session's state (`version state`) if the key is live and, unless `ARGV[1]` is `*`,
-/// still at version `ARGV[1]`; an empty `ARGV[2]` deletes it. Returns the new version, or -1
-/// when the key is gone or at another version. A value without a version (written before
-/// versions existed) counts as version 0.
+/// still at version `ARGV[1]`; an empty `ARGV[2]` deletes it. With a second key (the user's
+/// set), records the session's hash `ARGV[4]` there, in the same round trip. Returns the new
+/// version, or -1 when the key is gone or at another version. A value without a version
+/// (written before versions existed) counts as version 0.
 const SWAP: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
@@ -35,6 +36,10 @@ if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 else
   redis.call('SET', KEYS[1], (v + 1) .. ' ' .. ARGV[2], 'EX', ARGV[3])
+  if KEYS[2] then
+    redis.call('SADD', KEYS[2], ARGV[4])
+    redis.call('EXPIRE', KEYS[2], ARGV[3])
+  end
 end
 return v + 1
 ";
@@ -177,23 +182,25 @@ impl RedisStore {
             serde_json::to_string(state).unwrap_or_default()
         };
         let mut conn = self.conn.clone();
-        let version: i64 = redis::cmd("EVAL")
-            .arg(SWAP)
-            .arg(1)
-            .arg(self.session_key(&hash))
+        // An ended session leaves the user set when the set is next listed.
+        let user_set = state::user_id_of(state)
+            .filter(|_| !state.is_empty())
+            .map(|id| self.user_key(id));
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(SWAP)
+            .arg(if user_set.is_some() { 2 } else { 1 })
+            .arg(self.session_key(&hash));
+        if let Some(set) = &user_set {
+            eval.arg(set);
+        }
+        let version: i64 = eval
             .arg(expected.map_or_else(|| "*".to_owned(), |v| v.to_string()))
             .arg(json)
             .arg(ttl_secs(ttl))
+            .arg(&hash)
             .query_async(&mut conn)
             .await?;
-        let Ok(version) = u64::try_from(version) else {
-            return Ok(None);
-        };
-        // An ended session leaves the user set when the set is next listed.
-        if !state.is_empty() {
-            self.index(state::user_id_of(state), &hash, ttl).await?;
-        }
-        Ok(Some(version))
+        Ok(u64::try_from(version).ok())
     }
 
     /// Saves `state` only if the session is still at version `expected` (an empty state ends

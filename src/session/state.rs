@@ -131,7 +131,18 @@ const MAX_ATTEMPTS: u64 = 16;
 /// Changes of one session queue behind each other within this process, so their
 /// compare-and-swap saves do not keep failing each other; the version check still decides
 /// between instances. Striped: a fixed number of locks, chosen by a hash of the session key.
-pub struct WriteLocks(Box<[tokio::sync::Mutex<()>]>);
+/// Each stripe remembers the last state saved through it, so the next change of the same
+/// session starts from there instead of reading it back from the store.
+pub struct WriteLocks(Box<[tokio::sync::Mutex<Option<LastSaved>>]>);
+
+/// The last state a stripe saved: a change of the same session starts from it when it is
+/// newer than what the request loaded (another instance may have saved since: the version
+/// check then fails and the change reloads).
+struct LastSaved {
+    key: String,
+    version: u64,
+    state: State,
+}
 
 impl WriteLocks {
     const STRIPES: usize = 256;
@@ -140,12 +151,12 @@ impl WriteLocks {
     pub fn new() -> Self {
         Self(
             (0..Self::STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
+                .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
         )
     }
 
-    fn of(&self, key: &str) -> &tokio::sync::Mutex<()> {
+    fn of(&self, key: &str) -> &tokio::sync::Mutex<Option<LastSaved>> {
         use std::hash::{BuildHasher as _, RandomState};
         static SEED: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
         let hash = SEED.get_or_init(RandomState::new).hash_one(key);
@@ -302,20 +313,17 @@ impl TypedSession {
             return Ok(out);
         };
         let mut version = loaded.v;
-        let lock = self.locks.as_deref().map(|locks| locks.of(&loaded.k));
-        let _queued = match lock {
+        let mut queued = match self.locks.as_deref() {
             None => None,
-            Some(lock) => match lock.try_lock() {
-                Ok(guard) => Some(guard),
-                Err(_) => {
-                    // Another request of this session is saving: wait, then start from its
-                    // result rather than from what this request loaded.
-                    let guard = lock.lock().await;
-                    (current, version) = self.reload(store, &loaded.k).await?;
-                    Some(guard)
-                }
-            },
+            Some(locks) => Some(locks.of(&loaded.k).lock().await),
         };
+        if let Some(Some(last)) = queued.as_deref()
+            && last.key == loaded.k
+            && last.version > version
+        {
+            // A request of this session saved since this one loaded: start from its result.
+            (current, version) = (last.state.clone(), last.version);
+        }
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 // Lost to another instance: back off a little, at random, before trying again.
@@ -329,6 +337,13 @@ impl TypedSession {
             }
             if let Some(saved) = store.swap(&loaded.k, version, &next).await? {
                 let gone = next.is_empty();
+                if let Some(last) = queued.as_deref_mut() {
+                    *last = Some(LastSaved {
+                        key: loaded.k.clone(),
+                        version: saved,
+                        state: next.clone(),
+                    });
+                }
                 self.replace(
                     next,
                     Some(Loaded {
