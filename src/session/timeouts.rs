@@ -121,6 +121,43 @@ fn notice_cookie(value: &str, secure: bool) -> Cookie<'static> {
     cookie
 }
 
+/// Ends a session idle for `idle_secs` since `last_seen` (saying so with `ended`), or records
+/// activity when the stored time is old enough to be worth a write. Either way the notice to
+/// show, if any.
+async fn keep_alive(
+    session: &TypedSession,
+    last_seen: i64,
+    idle_secs: u64,
+    now: i64,
+    ended: Notice,
+) -> Result<Option<Notice>, actix_web::Error> {
+    let idle = now.saturating_sub(last_seen);
+    if idle >= i64::try_from(idle_secs).unwrap_or(i64::MAX) {
+        session.end();
+        return Ok(Some(ended));
+    }
+    if idle < touch_interval_secs(idle_secs) {
+        return Ok(None);
+    }
+    // A login's last activity, or a guest's (each kind touches only its own).
+    let touched = session
+        .change(|s| {
+            s.touch(now);
+            s.touch_visit(now);
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .await;
+    match touched {
+        // Another request kept saving first: it recorded activity too.
+        Ok(())
+        | Err(ChangeError::Refused(_) | ChangeError::TooLarge { .. } | ChangeError::Busy) => {
+            Ok(None)
+        }
+        Err(ChangeError::Ended) => Ok(Some(Notice::Ended)),
+        Err(ChangeError::Store(err)) => Err(AppError::from(err).into()),
+    }
+}
+
 /// Enforces the idle and absolute timeouts on every backend, the cookie one included (the times
 /// live inside the encrypted state), refreshes last activity now and then, ends sessions that
 /// are left empty, and carries the notice of an ended session to the page that shows it.
@@ -141,59 +178,36 @@ pub async fn enforce_timeouts(
     let session = TypedSession::of(req.request());
 
     let mut fresh = None;
+    let now = now_epoch();
     if let Some(settings) = &settings
         && let Some(meta) = session.meta()
     {
-        let now = now_epoch();
-        let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
         let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
-        if now.saturating_sub(meta.issued_at) >= absolute {
+        fresh = if now.saturating_sub(meta.issued_at) >= absolute {
             session.end();
-            fresh = Some(Notice::MaxLength);
-        } else if now.saturating_sub(meta.last_seen) >= idle {
-            session.end();
-            fresh = Some(Notice::Idle);
-        } else if now.saturating_sub(meta.last_seen)
-            >= touch_interval_secs(settings.idle_timeout_secs)
-        {
-            match session
-                .change(|s| {
-                    s.touch(now);
-                    Ok::<_, std::convert::Infallible>(())
-                })
-                .await
-            {
-                Ok(()) | Err(ChangeError::Refused(_) | ChangeError::TooLarge { .. }) => {}
-                // Another request kept saving first: it recorded activity too.
-                Err(ChangeError::Busy) => {}
-                Err(ChangeError::Ended) => fresh = Some(Notice::Ended),
-                Err(ChangeError::Store(err)) => return Err(AppError::from(err).into()),
-            }
-        }
+            Some(Notice::MaxLength)
+        } else {
+            keep_alive(
+                &session,
+                meta.last_seen,
+                settings.idle_timeout_secs,
+                now,
+                Notice::Idle,
+            )
+            .await?
+        };
     } else if let Some(settings) = &settings
         && let Some(visit) = session.visit()
     {
         // A guest: the same soft state, with the guests' own (shorter) idle timeout.
-        let now = now_epoch();
-        let idle = i64::try_from(settings.guest_idle_timeout_secs).unwrap_or(i64::MAX);
-        if now.saturating_sub(visit.last_seen) >= idle {
-            session.end();
-            fresh = Some(Notice::GuestIdle);
-        } else if now.saturating_sub(visit.last_seen)
-            >= touch_interval_secs(settings.guest_idle_timeout_secs)
-        {
-            match session
-                .change(|s| {
-                    s.touch_visit(now);
-                    Ok::<_, std::convert::Infallible>(())
-                })
-                .await
-            {
-                Ok(()) | Err(ChangeError::Refused(_) | ChangeError::TooLarge { .. }) => {}
-                Err(ChangeError::Busy | ChangeError::Ended) => {}
-                Err(ChangeError::Store(err)) => return Err(AppError::from(err).into()),
-            }
-        }
+        fresh = keep_alive(
+            &session,
+            visit.last_seen,
+            settings.guest_idle_timeout_secs,
+            now,
+            Notice::GuestIdle,
+        )
+        .await?;
     } else if session.is_empty() && carried_session {
         // The browser holds a session the server no longer knows (expired from the store,
         // revoked, lost in a restart of the memory backend, or never issued).
