@@ -73,6 +73,8 @@ pub struct Settings {
     pub redis_url: String,
     /// Decoded session key (>= 64 bytes); `None` means "generate once into the data dir".
     pub session_key: Option<Vec<u8>>,
+    /// Keys that still open cookies (key rotation), never used to seal; each >= 64 bytes.
+    pub session_previous_keys: Vec<Vec<u8>>,
     /// Soft state: a session ends after this much inactivity.
     pub idle_timeout_secs: u64,
     /// A session ends this long after login, whatever the activity.
@@ -115,12 +117,13 @@ pub struct Settings {
 }
 
 /// Every key of the config contract, as spelled in TOML (env: `STATECART_` + upper case).
-pub const KEYS: [&str; 24] = [
+pub const KEYS: [&str; 25] = [
     "listen",
     "database_url",
     "session_backend",
     "redis_url",
     "session_key",
+    "session_previous_keys",
     "idle_timeout_secs",
     "absolute_timeout_secs",
     "login_rate_limit_per_minute",
@@ -199,6 +202,14 @@ pub struct RawSettings {
         deserialize_with = "lenient_string"
     )]
     pub session_key: Option<String>,
+    /// Previous session keys, still accepted to open cookies (rotation), comma-separated [default: none]
+    #[arg(long, global = true, value_delimiter = ',')]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_list"
+    )]
+    pub session_previous_keys: Option<Vec<String>>,
     /// A session ends after this much inactivity [default: 1800]
     #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,6 +349,7 @@ impl Settings {
             session_backend: SessionBackend::Database,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             session_key: None,
+            session_previous_keys: Vec::new(),
             idle_timeout_secs: 1800,
             absolute_timeout_secs: 86_400,
             login_rate_limit_per_minute: 30,
@@ -411,6 +423,19 @@ impl Settings {
         if let Some(key) = raw.session_key {
             s.session_key =
                 Some(decode_session_key(&key).map_err(|m| ConfigError::key("session_key", m))?);
+        }
+        if let Some(keys) = raw.session_previous_keys {
+            s.session_previous_keys = keys
+                .iter()
+                .map(|k| k.trim())
+                .filter(|k| !k.is_empty())
+                .enumerate()
+                .map(|(i, k)| {
+                    decode_session_key(k).map_err(|m| {
+                        ConfigError::key("session_previous_keys", format!("entry {}: {m}", i + 1))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
         }
         if let Some(v) = raw.idle_timeout_secs {
             s.idle_timeout_secs = positive("idle_timeout_secs", v)?;
@@ -544,6 +569,7 @@ impl fmt::Display for Settings {
         write!(
             f,
             "listen={} database_url={} session_backend={} redis_url={} session_key={} \
+             session_previous_keys=<{} set> \
              idle_timeout_secs={} absolute_timeout_secs={} login_rate_limit_per_minute={} \
              cart_max_lines={} live_lease_secs={} poll_interval_secs={} admin_users=[{}] \
              instance={} data_dir={} cookie_secure={} memory_max_sessions={} \
@@ -559,6 +585,7 @@ impl fmt::Display for Settings {
             } else {
                 "<from data_dir>"
             },
+            self.session_previous_keys.len(),
             self.idle_timeout_secs,
             self.absolute_timeout_secs,
             self.login_rate_limit_per_minute,

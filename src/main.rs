@@ -1,4 +1,4 @@
-//! The `statecart` command: `serve` (default), `migrate`, `admin` and `compare`.
+//! The `statecart` command: `serve` (default), `migrate`, `admin`, `compare` and `key`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -34,6 +34,17 @@ enum Command {
     },
     /// Run every session backend side by side and measure what each keeps, weighs and serves
     Compare(statecart::compare::CompareArgs),
+    /// Session keys: `key new` prints a fresh one for `session_key`
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Print a fresh random key (base64, 64 bytes) for `session_key`
+    New,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +99,12 @@ fn main() -> ExitCode {
             Command::Compare(args) => statecart::compare::run(args, settings)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Key {
+                action: KeyAction::New,
+            } => {
+                println!("{}", statecart::session::key::Keys::new_encoded());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

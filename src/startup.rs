@@ -90,7 +90,8 @@ impl Application {
         }
 
         // Built once and shared by every worker: a store or key per worker loses sessions.
-        let key = session::key::load_or_create(&settings)?;
+        let keys = session::key::Keys::load(&settings)?;
+        let key = keys.current.clone();
         let store = Store::build(&settings, &db)?;
         let limits = web::Data::new(LoginLimits::new(settings.login_rate_limit_per_minute));
         let hub = LiveHub::new(settings.live_max_leases, settings.live_max_leases_per_user);
@@ -123,6 +124,7 @@ impl Application {
         ));
         let hub_data = web::Data::new(Arc::clone(&hub));
         let write_locks = web::Data::new(session::state::WriteLocks::new());
+        let keys_data = web::Data::new(keys);
         let catalog_data = web::Data::new(catalog);
         let public_pages = web::Data::new(PublicPages::default());
         let instance = settings.instance.clone();
@@ -138,6 +140,7 @@ impl Application {
                 .app_data(budget.clone())
                 .app_data(hub_data.clone())
                 .app_data(write_locks.clone())
+                .app_data(keys_data.clone())
                 .app_data(catalog_data.clone())
                 .app_data(public_pages.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
@@ -249,6 +252,7 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
             .wrap(from_fn(session::enforce_timeouts))
             .wrap(sessions)
+            .wrap(from_fn(session::key::reseal_previous_keys))
             .wrap(from_fn(guard::session_store_unavailable))
             .wrap(from_fn(guard::refuse_cross_origin))
             // The login limit wraps the resources themselves, so it sees every request the

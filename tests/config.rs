@@ -252,3 +252,27 @@ fn every_config_key_has_a_row_in_the_readme_table() {
         );
     }
 }
+
+#[test]
+fn key_new_prints_a_key_that_session_key_accepts() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_statecart"))
+        .args(["key", "new"])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let key = String::from_utf8(output.stdout).expect("utf8");
+    let bytes = statecart::config::decode_session_key(key.trim()).expect("a valid session_key");
+    assert_eq!(bytes.len(), 64);
+}
+
+#[test]
+fn a_bad_previous_key_is_a_one_line_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_statecart"))
+        .args(["migrate", "--session-previous-keys", "short"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("session_previous_keys"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

@@ -761,3 +761,51 @@ async fn a_thousand_guests_never_log_out_a_logged_in_user(variant: Variant) {
 }
 
 for_backends!(a_thousand_guests_never_log_out_a_logged_in_user => memory);
+
+/// Key rotation: a cookie sealed with a previous key still opens, comes back sealed with the
+/// current key, and that one keeps working once the previous key is dropped.
+async fn a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go(variant: Variant) {
+    let (old_key, new_key) = (vec![7_u8; 64], vec![9_u8; 64]);
+    let app = spawn_app_with(variant, |s| s.session_key = Some(old_key.clone())).await;
+    app.register("rosa").await;
+    assert_eq!(app.add_to_cart(3, 2).await.status(), StatusCode::SEE_OTHER);
+    let old_cookie = app.cookie().expect("cookie");
+
+    // Roll: the new key seals, the old one only opens.
+    let (mut settings, data) = app.stop().await;
+    settings.session_key = Some(new_key.clone());
+    settings.session_previous_keys = vec![old_key];
+    let app = common::start(settings, data).await;
+    let res = client_with_cookie(&old_cookie)
+        .get(app.url("/session.json"))
+        .send()
+        .await
+        .expect("GET");
+    let resealed = session_cookie(&res).expect("the answer re-seals the cookie");
+    assert_ne!(resealed, old_cookie);
+    let json: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(json["user"], "rosa", "the old cookie still opens: {json}");
+    assert_eq!(json["cart_lines"], 1);
+
+    // Later the previous key is dropped: the re-sealed cookie works, the old one is no session.
+    let (mut settings, data) = app.stop().await;
+    settings.session_previous_keys = Vec::new();
+    let app = common::start(settings, data).await;
+    let json = app.session_json_of(&client_with_cookie(&resealed)).await;
+    assert_eq!(json["user"], "rosa", "{json}");
+    assert_eq!(json["cart_lines"], 1);
+    assert!(!app.is_logged_in(&client_with_cookie(&old_cookie)).await);
+    let page = client_with_cookie(&old_cookie)
+        .get(app.url("/login"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "an old cookie is never an error"
+    );
+}
+
+// Memory keeps no session through the restart a key change takes (see the backend table).
+for_backends!(a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go => cookie, sqlite, postgres, redis);
