@@ -5,7 +5,7 @@ pub mod compare;
 pub mod config;
 pub mod db;
 pub mod domain;
-pub mod live;
+pub mod leases;
 pub mod session;
 pub mod startup;
 pub mod web;

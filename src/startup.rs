@@ -24,13 +24,16 @@ use crate::{
     config::Settings,
     db::Db,
     domain::{catalog, snapshot::Catalog},
-    live::LiveHub,
+    leases::LiveHub,
     session::{self, Store},
     web::{
-        Site, account, admin, assets, auth, body, cart, errors,
+        Site, account, admin, auth, body, cart, errors,
         guard::{self, LoginLimits},
         inspector, live, orders,
-        pages::{self, PublicPages},
+        public::{
+            assets, health, metrics,
+            pages::{self, PublicPages},
+        },
     },
 };
 
@@ -236,13 +239,15 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
     // Stateless: public, cacheable, never a cookie.
     cfg.service(web::resource("/").route(get_or_head().to(pages::home)))
         .service(web::resource("/about").route(get_or_head().to(pages::about)))
-        .service(web::resource("/compare").route(get_or_head().to(crate::web::compare::page)))
+        .service(
+            web::resource("/compare").route(get_or_head().to(crate::web::public::compare::page)),
+        )
         .service(web::resource("/products").route(get_or_head().to(pages::products)))
         .service(web::resource("/products.json").route(get_or_head().to(pages::products_json)))
         .service(web::resource("/products/{id}").route(get_or_head().to(pages::product)))
         .service(web::resource("/static/{name}").route(get_or_head().to(assets::serve)))
-        .service(web::resource("/healthz").route(get_or_head().to(pages::healthz)))
-        .service(web::resource("/metrics").route(get_or_head().to(live::metrics)));
+        .service(web::resource("/healthz").route(get_or_head().to(health::healthz)))
+        .service(web::resource("/metrics").route(get_or_head().to(metrics::metrics)));
 
     // Stateful. Middleware, outermost first: refuse cross-site forms, turn a store failure
     // into 503, load/save the session, enforce its timeouts, no-store; then, on /login and

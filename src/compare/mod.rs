@@ -129,7 +129,7 @@ pub async fn compare(binary: &Path, args: CompareArgs, settings: &Settings) -> a
 
     let report = Report {
         version: REPORT_VERSION,
-        generated_at: crate::web::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp())
+        generated_at: crate::domain::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp())
             .unwrap_or_default(),
         machine: Machine {
             cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),

@@ -13,3 +13,21 @@ pub fn now_epoch() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or_default()
 }
+
+/// Epoch seconds as RFC 3339 (UTC), for JSON.
+pub fn rfc3339(epoch: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Epoch seconds as `2026-11-29 14:05:30 UTC`, for pages.
+pub fn human_time(epoch: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::{
     config::Settings,
-    live::LiveHub,
+    leases::LiveHub,
     session::{self, BackendFacts, Store, state::TypedSession},
 };
 

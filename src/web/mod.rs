@@ -2,19 +2,17 @@
 
 pub mod account;
 pub mod admin;
-pub mod assets;
 pub mod auth;
 pub mod body;
 pub mod cart;
 pub mod client;
-pub mod compare;
 pub mod errors;
 pub mod guard;
 pub mod http;
 pub mod inspector;
 pub mod live;
 pub mod orders;
-pub mod pages;
+pub mod public;
 
 use crate::{config::SessionBackend, session::state::TypedSession};
 
@@ -102,20 +100,4 @@ pub fn private_page(
         .body(page.render()?))
 }
 
-/// Epoch seconds as RFC 3339 (UTC), for JSON.
-pub fn rfc3339(epoch: i64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp(epoch)
-        .ok()?
-        .format(&time::format_description::well_known::Rfc3339)
-        .ok()
-}
-
-/// Epoch seconds as `2026-11-29 14:05:30 UTC`, for pages.
-pub fn human_time(epoch: i64) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    time::OffsetDateTime::from_unix_timestamp(epoch)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
+pub use crate::domain::{human_time, rfc3339};

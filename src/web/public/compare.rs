@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use anyhow::Context as _;
 use askama::Template;
 
-use super::{Nav, Site, errors::AppError, http};
+use crate::web::{Nav, Site, errors::AppError, http};
 use crate::{
     compare::{REPORT_HTML, default_out_dir},
     config::Settings,

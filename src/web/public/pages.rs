@@ -14,15 +14,14 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use askama::Template;
 use serde::Serialize;
 
-use super::{Nav, Site, errors::AppError, http};
+use crate::web::{Nav, Site, errors::AppError, http};
 use crate::{
     config::Settings,
-    db::Db,
     domain::{
         catalog::{Product, ProductId},
         snapshot::Catalog,
     },
-    session::{self, BackendFacts, Store},
+    session::{self, BackendFacts},
 };
 
 /// A product as pages show it.
@@ -309,31 +308,4 @@ pub async fn products_json(
         Rendered::new(body, JSON)
     })?;
     Ok(page.respond(&req))
-}
-
-/// `GET /healthz`: 200 when the database and the session store answer, else 503 naming what
-/// is down.
-pub async fn healthz(db: web::Data<Db>, store: web::Data<Store>) -> HttpResponse {
-    let (database, sessions) = futures_util::future::join(db.ping(), store.ping()).await;
-    let word = |up: bool| if up { "ok" } else { "down" };
-    let body = serde_json::json!({
-        "status": if database && sessions { "ok" } else { "unavailable" },
-        "database": word(database),
-        "session_store": word(sessions),
-    });
-    let mut res = if database && sessions {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header((
-                header::RETRY_AFTER,
-                super::errors::RETRY_AFTER_SECS.to_string(),
-            ))
-            .json(body)
-    };
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    res
 }

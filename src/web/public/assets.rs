@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use actix_web::{HttpRequest, HttpResponse, http::header::ContentType, web};
 
-use super::{errors::AppError, http};
+use crate::web::{errors::AppError, http};
 
 struct Asset {
     name: &'static str,
@@ -16,17 +16,17 @@ const ASSETS: [Asset; 3] = [
     Asset {
         name: "app.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../static/app.css"),
+        body: include_bytes!("../../../static/app.css"),
     },
     Asset {
         name: "live.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../static/live.js"),
+        body: include_bytes!("../../../static/live.js"),
     },
     Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
-        body: include_bytes!("../../static/favicon.svg"),
+        body: include_bytes!("../../../static/favicon.svg"),
     },
 ];
 
