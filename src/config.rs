@@ -95,6 +95,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Mark the session cookie `Secure` (set it when the public URL is https).
     pub cookie_secure: bool,
+    /// Cookie backend only: keep revoked session ids and per-user epochs so logout is real.
+    pub cookie_revocation: bool,
     /// Capacity bound of the `memory` backend (logged-in sessions).
     pub memory_max_sessions: u64,
     /// Soft state: a guest (not logged-in) session ends after this much inactivity.
@@ -117,7 +119,7 @@ pub struct Settings {
 }
 
 /// Every key of the config contract, as spelled in TOML (env: `STATECART_` + upper case).
-pub const KEYS: [&str; 25] = [
+pub const KEYS: [&str; 26] = [
     "listen",
     "database_url",
     "session_backend",
@@ -134,6 +136,7 @@ pub const KEYS: [&str; 25] = [
     "instance",
     "data_dir",
     "cookie_secure",
+    "cookie_revocation",
     "memory_max_sessions",
     "guest_idle_timeout_secs",
     "memory_max_guest_sessions",
@@ -262,6 +265,10 @@ pub struct RawSettings {
     #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_secure: Option<bool>,
+    /// Cookie backend: keep revoked ids and per-user epochs so logout is real [default: false]
+    #[arg(long, global = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_revocation: Option<bool>,
     /// Capacity of the memory backend [default: 100000]
     #[arg(long, global = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,6 +367,7 @@ impl Settings {
             instance: default_instance(),
             data_dir,
             cookie_secure: false,
+            cookie_revocation: false,
             memory_max_sessions: 100_000,
             guest_idle_timeout_secs: 900,
             memory_max_guest_sessions: 20_000,
@@ -485,6 +493,9 @@ impl Settings {
         s.cookie_secure = raw
             .cookie_secure
             .unwrap_or_else(|| !s.listen.ip().is_loopback());
+        if let Some(v) = raw.cookie_revocation {
+            s.cookie_revocation = v;
+        }
         if let Some(v) = raw.memory_max_sessions {
             s.memory_max_sessions = positive("memory_max_sessions", v)?;
         }
@@ -572,7 +583,7 @@ impl fmt::Display for Settings {
              session_previous_keys=<{} set> \
              idle_timeout_secs={} absolute_timeout_secs={} login_rate_limit_per_minute={} \
              cart_max_lines={} live_lease_secs={} poll_interval_secs={} admin_users=[{}] \
-             instance={} data_dir={} cookie_secure={} memory_max_sessions={} \
+             instance={} data_dir={} cookie_secure={} cookie_revocation={} memory_max_sessions={} \
              guest_idle_timeout_secs={} memory_max_guest_sessions={} redis_key_prefix={} \
              live_max_leases={} live_max_leases_per_user={} trusted_proxies=[{}] \
              body_read_timeout_secs={} admin_reauth_secs={}",
@@ -596,6 +607,7 @@ impl fmt::Display for Settings {
             self.instance,
             self.data_dir.display(),
             self.cookie_secure,
+            self.cookie_revocation,
             self.memory_max_sessions,
             self.guest_idle_timeout_secs,
             self.memory_max_guest_sessions,

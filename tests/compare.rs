@@ -85,10 +85,36 @@ fn backend(backend: SessionBackend) -> &'static BackendReport {
 #[test]
 fn the_report_covers_the_backends_asked_for_in_order_with_nothing_skipped_or_failed() {
     let report = &run().report;
-    let backends: Vec<_> = report.backends.iter().map(|b| b.backend).collect();
-    assert_eq!(backends, BACKENDS);
+    let variants: Vec<_> = report.backends.iter().map(|b| b.variant.as_str()).collect();
+    // The cookie backend runs twice: as shipped, then with cookie_revocation.
+    assert_eq!(
+        variants,
+        ["cookie", "cookie+revocation", "memory", "sqlite"]
+    );
     assert!(report.backends.iter().all(|b| b.skipped.is_none()));
     assert!(report.failures().is_empty(), "{:?}", report.failures());
+}
+
+#[test]
+fn cookie_revocation_rejects_the_replay_and_keeps_everything_else_of_the_cookie_backend() {
+    let revoking = run()
+        .report
+        .backends
+        .iter()
+        .find(|b| b.variant == "cookie+revocation")
+        .expect("the cookie+revocation row");
+    assert!(revoking.cookie_revocation);
+    let replay = revoking.logout_replay.measured().expect("replay ran");
+    assert!(replay.logged_out && !replay.accepted, "{replay:?}");
+    for seen in [&revoking.restart, &revoking.crash, &revoking.instances] {
+        assert!(seen.measured().expect("ran").kept(), "{seen:?}");
+    }
+    let table = run().report.to_text();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("cookie+revocation"))
+        .expect("a row in the table");
+    assert!(row.contains("rejected") && !row.contains('!'), "{row}");
 }
 
 #[test]

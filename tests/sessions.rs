@@ -438,6 +438,7 @@ async fn the_inspector_reports_where_the_state_lives(variant: Variant) {
             "instance",
             "live_lease_expires_at",
             "parallel_writes",
+            "revocation",
             "server_bytes",
             "state_location",
             "stateful",
@@ -809,3 +810,53 @@ async fn a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go(
 
 // Memory keeps no session through the restart a key change takes (see the backend table).
 for_backends!(a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go => cookie, sqlite, postgres, redis);
+
+/// `cookie_revocation`: a cookie saved before logout is refused, on this instance, on another
+/// sharing the database, and after a restart; the server keeps one row for it.
+async fn with_cookie_revocation_a_cookie_saved_before_logout_is_refused_everywhere(
+    variant: Variant,
+) {
+    let a = spawn_app_with(variant, |s| s.cookie_revocation = true).await;
+    let b = common::start(a.settings.clone(), a.data_dir.shared()).await;
+    a.register("sven").await;
+    let saved = a.cookie().expect("cookie");
+    assert!(
+        b.is_logged_in(&client_with_cookie(&saved)).await,
+        "shared key"
+    );
+    let res = a.post_form("/logout", &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let replay = client_with_cookie(&saved);
+    assert!(
+        !a.is_logged_in(&replay).await,
+        "refused where it logged out"
+    );
+    assert!(
+        !b.is_logged_in(&replay).await,
+        "refused on the other instance"
+    );
+    let json = b.session_json_of(&client()).await;
+    assert_eq!(json["revocation"]["revoked_ids"], 1, "{json}");
+    drop(b);
+    let a = a.restart().await;
+    assert!(!a.is_logged_in(&replay).await, "refused after a restart");
+}
+
+/// `cookie_revocation`: "log out everywhere else" ends the other cookies and keeps this one.
+async fn with_cookie_revocation_logging_out_the_others_keeps_this_session(variant: Variant) {
+    let app = spawn_app_with(variant, |s| s.cookie_revocation = true).await;
+    app.register("tove").await;
+    let other = app.login_new_client("tove").await;
+    assert!(app.is_logged_in(&other).await);
+    let page = app.get("/account").await.text().await.expect("body");
+    assert!(page.contains(r#"data-test="revoke-others""#), "{page}");
+    let res = app.post_form("/account/sessions/revoke-others", &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(app.is_logged_in(&app.client).await, "this session stays");
+    assert!(!app.is_logged_in(&other).await, "the other one ended");
+    let json = app.session_json().await;
+    assert_eq!(json["revocation"]["user_epochs"], 1, "{json}");
+}
+
+for_backends!(with_cookie_revocation_a_cookie_saved_before_logout_is_refused_everywhere => cookie);
+for_backends!(with_cookie_revocation_logging_out_the_others_keeps_this_session => cookie);

@@ -26,6 +26,8 @@ pub struct Sandbox {
     pub database_url: String,
     /// The session backend every instance runs.
     pub backend: crate::config::SessionBackend,
+    /// `cookie_revocation` for every instance.
+    cookie_revocation: bool,
     redis: Option<(String, String)>,
     postgres: Option<services::PgDatabase>,
 }
@@ -55,6 +57,7 @@ impl Sandbox {
             dir,
             database_url,
             backend: target.backend,
+            cookie_revocation: target.cookie_revocation,
             redis,
             postgres,
         })
@@ -74,6 +77,7 @@ impl Sandbox {
             ("session_backend", self.backend.as_str().to_owned()),
             // The scripted user logs in many times a minute from one address.
             ("login_rate_limit_per_minute", "0".to_owned()),
+            ("cookie_revocation", self.cookie_revocation.to_string()),
         ];
         if let Some((url, prefix)) = &self.redis {
             settings.push(("redis_url", url.clone()));

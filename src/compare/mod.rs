@@ -101,14 +101,26 @@ pub async fn compare(binary: &Path, args: CompareArgs, settings: &Settings) -> a
         duration: Duration::from_secs(args.duration),
         cart_max_lines: settings.cart_max_lines,
     };
+    // The cookie backend runs twice: as shipped, and with `cookie_revocation` on.
     let targets: Vec<Target> = backends
         .into_iter()
-        .map(|backend| Target {
+        .flat_map(|backend| {
+            let revocation = if backend == SessionBackend::Cookie {
+                vec![false, true]
+            } else {
+                vec![false]
+            };
+            revocation
+                .into_iter()
+                .map(move |cookie_revocation| (backend, cookie_revocation))
+        })
+        .map(|(backend, cookie_revocation)| Target {
             backend,
             postgres_url: (backend == SessionBackend::Database
                 && settings.database_url.starts_with("postgres"))
             .then(|| settings.database_url.clone()),
             redis_url: (backend == SessionBackend::Redis).then(|| settings.redis_url.clone()),
+            cookie_revocation,
         })
         .collect();
     eprintln!(
@@ -201,7 +213,8 @@ impl Runner {
         eprintln!("\ncompare: {variant}: {backend} backend, {store}");
         if let Err(reason) = target.check_reachable().await {
             eprintln!("compare: {variant}: skipped: {reason}");
-            return BackendReport::skipped(backend, variant, store, reason);
+            return BackendReport::skipped(backend, variant, store, reason)
+                .with_cookie_revocation(target.cookie_revocation);
         }
         let bin = self.binary.as_path();
         let restart = self
@@ -322,6 +335,7 @@ impl Runner {
             .await;
         BackendReport {
             backend,
+            cookie_revocation: target.cookie_revocation,
             variant: variant.to_owned(),
             store,
             skipped: None,

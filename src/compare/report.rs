@@ -55,6 +55,9 @@ pub struct LoadSettings {
 pub struct BackendReport {
     /// `cookie`, `memory`, `database` or `redis`.
     pub backend: SessionBackend,
+    /// The cookie backend with `cookie_revocation` on.
+    #[serde(default)]
+    pub cookie_revocation: bool,
     /// The name the test suite gives this setup: `cookie`, `memory`, `sqlite`, `postgres`
     /// (both the database backend) or `redis`.
     pub variant: String,
@@ -310,9 +313,9 @@ pub struct Expected {
 }
 
 impl Expected {
-    /// What [`SessionBackend::promises`] says of `backend`.
-    pub fn of(backend: SessionBackend) -> Self {
-        let p = backend.promises();
+    /// What [`SessionBackend::promises`] says of `backend` as configured.
+    pub fn of(backend: SessionBackend, cookie_revocation: bool) -> Self {
+        let p = crate::session::promises_as_configured(backend, cookie_revocation);
         Self {
             restart: p.survives_restart,
             crash: p.survives_crash,
@@ -409,6 +412,7 @@ impl BackendReport {
     pub fn skipped(backend: SessionBackend, variant: &str, store: String, reason: String) -> Self {
         Self {
             backend,
+            cookie_revocation: false,
             variant: variant.to_owned(),
             store,
             restart: Outcome::Skipped(reason.clone()),
@@ -422,6 +426,12 @@ impl BackendReport {
             guests: Outcome::Skipped(reason.clone()),
             skipped: Some(reason),
         }
+    }
+
+    /// The same report, for the cookie backend with `cookie_revocation` as given.
+    pub fn with_cookie_revocation(mut self, on: bool) -> Self {
+        self.cookie_revocation = on;
+        self
     }
 
     /// Experiments that failed to run, as `(experiment, why)`.
@@ -450,7 +460,7 @@ impl BackendReport {
 
     /// The summary row, one cell per entry of [`COLUMNS`].
     pub fn cells(&self, cart_max_lines: usize) -> Vec<Cell> {
-        let expected = Expected::of(self.backend);
+        let expected = Expected::of(self.backend, self.cookie_revocation);
         let footprint = Cell::of(&self.footprint, |f| {
             let at_max = f.at(cart_max_lines).or(f.points.last());
             let mut text = at_max.map_or_else(String::new, |p| {

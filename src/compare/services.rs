@@ -25,6 +25,8 @@ pub struct Target {
     pub postgres_url: Option<String>,
     /// The Redis server, for the redis backend.
     pub redis_url: Option<String>,
+    /// The cookie backend with `cookie_revocation` on (its own row, `cookie+revocation`).
+    pub cookie_revocation: bool,
 }
 
 impl Target {
@@ -33,6 +35,7 @@ impl Target {
         match (self.backend, &self.postgres_url) {
             (SessionBackend::Database, Some(_)) => "postgres",
             (SessionBackend::Database, None) => "sqlite",
+            (SessionBackend::Cookie, _) if self.cookie_revocation => "cookie+revocation",
             (other, _) => other.as_str(),
         }
     }
@@ -40,6 +43,9 @@ impl Target {
     /// Where this target keeps session state, in words for the report.
     pub fn store(&self) -> String {
         match self.backend {
+            SessionBackend::Cookie if self.cookie_revocation => {
+                "encrypted cookie, revoked ids and user epochs in SQLite".to_owned()
+            }
             SessionBackend::Cookie => "encrypted cookie (app data: SQLite)".to_owned(),
             SessionBackend::Memory => "process memory (app data: SQLite)".to_owned(),
             SessionBackend::Database => match &self.postgres_url {

@@ -6,6 +6,7 @@ pub mod key;
 pub mod memory;
 pub mod promises;
 pub mod redis;
+pub mod revocation;
 pub mod sql;
 pub mod state;
 pub mod timeouts;
@@ -24,8 +25,9 @@ use crate::{
 };
 pub use budget::{CookieBudget, ENCODING_MARGIN, MAX_COOKIE_BYTES};
 use memory::MemoryStore;
-pub use promises::{BackendFacts, facts};
+pub use promises::{BackendFacts, facts, facts_as_configured, promises_as_configured};
 use redis::RedisStore;
+use revocation::Revocation;
 use sql::SqlStore;
 use state::{LOADED, Loaded, State};
 pub use timeouts::{SESSION_ENDED, enforce_timeouts, touch_interval_secs};
@@ -61,8 +63,9 @@ pub struct SessionSummary {
 /// cloned into every worker (clones share the same sessions).
 #[derive(Clone)]
 pub enum Store {
-    /// State in the encrypted cookie itself; the server keeps nothing.
-    Cookie,
+    /// State in the encrypted cookie itself; the server keeps nothing, unless
+    /// `cookie_revocation` keeps the least that makes logout real.
+    Cookie(Option<Revocation>),
     /// State in this process's memory.
     Memory(MemoryStore),
     /// State in the app database.
@@ -102,7 +105,11 @@ impl Store {
         let idle = StdDuration::from_secs(settings.idle_timeout_secs);
         let guest_idle = StdDuration::from_secs(settings.guest_idle_timeout_secs);
         Ok(match settings.session_backend {
-            SessionBackend::Cookie => Self::Cookie,
+            SessionBackend::Cookie => Self::Cookie(
+                settings
+                    .cookie_revocation
+                    .then(|| Revocation::new(db.clone())),
+            ),
             SessionBackend::Memory => Self::Memory(
                 MemoryStore::new(settings.memory_max_sessions, idle)
                     .with_guests(settings.memory_max_guest_sessions, guest_idle),
@@ -124,7 +131,7 @@ impl Store {
     /// backend, which keeps nothing).
     pub async fn load_versioned(&self, key: &str) -> Result<Option<(State, u64)>, StoreError> {
         Ok(match self {
-            Self::Cookie => None,
+            Self::Cookie(_) => None,
             Self::Memory(m) => m.load_versioned(key).await,
             Self::Database(s) => s.load_versioned(key).await?,
             Self::Redis(r) => r.load_versioned(key).await?,
@@ -140,16 +147,24 @@ impl Store {
         state: &State,
     ) -> Result<Option<u64>, StoreError> {
         Ok(match self {
-            Self::Cookie => None,
+            Self::Cookie(_) => None,
             Self::Memory(m) => m.swap(key, expected, state).await,
             Self::Database(s) => s.swap(key, expected, state).await?,
             Self::Redis(r) => r.swap(key, expected, state).await?,
         })
     }
 
+    /// The revocation state of the cookie backend with `cookie_revocation`, if on.
+    pub fn revocation(&self) -> Option<&Revocation> {
+        match self {
+            Self::Cookie(revocation) => revocation.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Whether this store can list and revoke a user's sessions (the cookie one cannot).
     pub fn can_list(&self) -> bool {
-        !matches!(self, Self::Cookie)
+        !matches!(self, Self::Cookie(_))
     }
 
     /// The live sessions of a user; `None` when the backend cannot know them.
@@ -158,7 +173,7 @@ impl Store {
         user_id: i64,
     ) -> Result<Option<Vec<SessionSummary>>, StoreError> {
         Ok(match self {
-            Self::Cookie => None,
+            Self::Cookie(_) => None,
             Self::Memory(m) => Some(m.sessions_of(user_id).await),
             Self::Database(s) => Some(s.sessions_of(user_id).await?),
             Self::Redis(r) => Some(r.sessions_of(user_id).await?),
@@ -168,7 +183,7 @@ impl Store {
     /// Ends every session of a user but `keep_sid`'s; returns how many ended.
     pub async fn revoke_others(&self, user_id: i64, keep_sid: &str) -> Result<u64, StoreError> {
         Ok(match self {
-            Self::Cookie => 0,
+            Self::Cookie(_) => 0,
             Self::Memory(m) => m.revoke_others(user_id, keep_sid).await,
             Self::Database(s) => s.revoke_others(user_id, keep_sid).await?,
             Self::Redis(r) => r.revoke_others(user_id, keep_sid).await?,
@@ -177,7 +192,7 @@ impl Store {
 
     /// Bytes the server keeps for a session with these entries (0 for the cookie backend).
     pub fn stored_bytes(&self, entries: &[(String, String)]) -> usize {
-        if matches!(self, Self::Cookie) || entries.is_empty() {
+        if matches!(self, Self::Cookie(_)) || entries.is_empty() {
             return 0;
         }
         let state: usize = entries
@@ -204,7 +219,7 @@ impl Store {
     /// Whether the store answers.
     pub async fn ping(&self) -> bool {
         match self {
-            Self::Cookie | Self::Memory(_) => true,
+            Self::Cookie(_) | Self::Memory(_) => true,
             Self::Database(s) => s.ping().await,
             Self::Redis(r) => r.ping().await,
         }
@@ -213,7 +228,12 @@ impl Store {
     /// Frees expired sessions now (the background task calls this every minute).
     pub async fn housekeeping(&self) {
         match self {
-            Self::Cookie => {}
+            Self::Cookie(None) => {}
+            Self::Cookie(Some(r)) => match r.purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(forgotten = n, "forgot expired revoked cookie sessions"),
+                Err(err) => tracing::warn!(error = %err, "could not purge revoked cookie sessions"),
+            },
             Self::Memory(m) => m.run_housekeeping().await,
             Self::Database(s) => match s.delete_expired().await {
                 Ok(0) => {}
@@ -240,7 +260,7 @@ fn take_loaded(state: &mut State) -> Option<Loaded> {
 /// already saved costs nothing more.
 impl SessionStore for Store {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
-        if let Self::Cookie = self {
+        if let Self::Cookie(_) = self {
             return CookieSessionStore::default().load(key).await;
         }
         let loaded = self
@@ -264,7 +284,7 @@ impl SessionStore for Store {
     async fn save(&self, mut state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
         take_loaded(&mut state);
         match self {
-            Self::Cookie => CookieSessionStore::default().save(state, ttl).await,
+            Self::Cookie(_) => CookieSessionStore::default().save(state, ttl).await,
             // An empty state is not worth keeping: hand out a key that loads as "no session".
             _ if state.is_empty() => session_key(state::random_key()).map_err(SaveError::Other),
             Self::Memory(m) => session_key(m.save(state).await).map_err(SaveError::Other),
@@ -307,7 +327,7 @@ impl SessionStore for Store {
             None => {}
         }
         match self {
-            Self::Cookie => CookieSessionStore::default().update(key, state, ttl).await,
+            Self::Cookie(_) => CookieSessionStore::default().update(key, state, ttl).await,
             _ if state.is_empty() => {
                 self.delete(&key).await.map_err(UpdateError::Other)?;
                 Ok(key)
@@ -333,7 +353,7 @@ impl SessionStore for Store {
 
     async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
         match self {
-            Self::Cookie => Ok(()),
+            Self::Cookie(_) => Ok(()),
             // moka refreshes idle time on every read.
             Self::Memory(_) => Ok(()),
             Self::Database(s) => Ok(s.update_ttl(key.as_ref(), std_duration(ttl)).await?),
@@ -343,7 +363,7 @@ impl SessionStore for Store {
 
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
         match self {
-            Self::Cookie => Ok(()),
+            Self::Cookie(_) => Ok(()),
             Self::Memory(m) => {
                 m.delete(key.as_ref()).await;
                 Ok(())

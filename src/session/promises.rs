@@ -60,6 +60,39 @@ pub struct BackendFacts {
 const NONE_LOST: &str = "none lost: each change is saved onto the state it was made from, \
      or made again on the newer one";
 
+impl Promises {
+    /// The cookie backend's promises with `cookie_revocation` on: logout becomes real, at the
+    /// cost of that state on the server.
+    pub fn with_cookie_revocation(self) -> Self {
+        Self {
+            revocable: true,
+            ..self
+        }
+    }
+}
+
+/// What `backend` promises as configured (`cookie_revocation` changes the cookie backend's).
+pub fn promises_as_configured(backend: SessionBackend, cookie_revocation: bool) -> Promises {
+    let promises = backend.promises();
+    if backend == SessionBackend::Cookie && cookie_revocation {
+        promises.with_cookie_revocation()
+    } else {
+        promises
+    }
+}
+
+/// The backend table's row for `backend` as configured, in words.
+pub fn facts_as_configured(backend: SessionBackend, cookie_revocation: bool) -> BackendFacts {
+    let mut words = facts(backend);
+    if backend == SessionBackend::Cookie && cookie_revocation {
+        words.location = "an encrypted (private) cookie in your browser, plus the ids of \
+             logged-out sessions and one epoch per user in the database (cookie_revocation)";
+        words.revocation = "yes, with cookie_revocation: a logged-out id or an older epoch is \
+             refused, checked on every request";
+    }
+    words
+}
+
 /// The backend table's row for `backend`, in words (the README's table says the same).
 pub fn facts(backend: SessionBackend) -> BackendFacts {
     match backend {
@@ -103,7 +136,7 @@ pub fn facts(backend: SessionBackend) -> BackendFacts {
 mod tests {
     use super::*;
 
-    /// The README's backend table, row by row: `(backend, cells)`.
+    /// The README's backend table, row by row: `(backend as written, cells)`.
     fn readme_rows() -> Vec<(String, Vec<String>)> {
         let readme = include_str!("../../README.md");
         let start = readme
@@ -119,7 +152,7 @@ mod tests {
                     .split(" | ")
                     .map(|c| c.trim().to_owned())
                     .collect();
-                (cells[0].trim_matches('`').to_owned(), cells)
+                (cells[0].replace('`', ""), cells)
             })
             .collect()
     }
@@ -131,13 +164,19 @@ mod tests {
     #[test]
     fn the_readme_backend_table_states_each_promise() {
         let rows = readme_rows();
-        assert_eq!(rows.len(), SessionBackend::ALL.len(), "{rows:?}");
-        for backend in SessionBackend::ALL {
+        let configs = SessionBackend::ALL
+            .into_iter()
+            .map(|b| (b.as_str().to_owned(), promises_as_configured(b, false)))
+            .chain([(
+                "cookie + cookie_revocation".to_owned(),
+                promises_as_configured(SessionBackend::Cookie, true),
+            )]);
+        assert_eq!(rows.len(), SessionBackend::ALL.len() + 1, "{rows:?}");
+        for (backend, p) in configs {
             let (_, cells) = rows
                 .iter()
-                .find(|(name, _)| name == backend.as_str())
+                .find(|(name, _)| *name == backend)
                 .unwrap_or_else(|| panic!("no README row for {backend}"));
-            let p = backend.promises();
             assert_eq!(says_yes(&cells[2]), p.survives_restart, "{backend} restart");
             assert_eq!(says_yes(&cells[3]), p.survives_crash, "{backend} crash");
             assert_eq!(says_yes(&cells[4]), p.shared_by_instances, "{backend}");
@@ -164,5 +203,8 @@ mod tests {
             );
             assert_eq!(backend.is_stateful(), p.state_on_server);
         }
+        let words = facts_as_configured(SessionBackend::Cookie, true);
+        let p = promises_as_configured(SessionBackend::Cookie, true);
+        assert!(p.revocable && words.revocation.starts_with("yes"));
     }
 }

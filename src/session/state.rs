@@ -48,6 +48,14 @@ pub struct Meta {
     pub issued_at: i64,
     /// Last activity, epoch seconds (idle timeout); refreshed at most every few seconds.
     pub last_seen: i64,
+    /// The user's revocation epoch at login (cookie backend with `cookie_revocation`): "log out
+    /// other sessions" moves the user's epoch past it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// A guest's visit: kept inside the state so every backend, the cookie one too, can end an
@@ -252,7 +260,13 @@ impl TypedSession {
     /// Starts a login: a new session id (no fixation), the user, and fresh metadata. The new
     /// key has no other requests yet, so the middleware saves it as a new record. A cart the
     /// session held (a guest's) comes along, trimmed to `max_lines` lines; returns what came.
-    pub fn log_in(&self, user: SessionUser, now: i64, max_lines: usize) -> Option<CartMerge> {
+    pub fn log_in(
+        &self,
+        user: SessionUser,
+        now: i64,
+        epoch: i64,
+        max_lines: usize,
+    ) -> Option<CartMerge> {
         let carried = self.cart();
         self.session.clear();
         self.session.renew();
@@ -269,6 +283,7 @@ impl TypedSession {
                 sid: Alphanumeric.sample_string(&mut rand::rng(), 24),
                 issued_at: now,
                 last_seen: now,
+                epoch,
             }),
         );
         merge
@@ -279,6 +294,15 @@ impl TypedSession {
     pub fn end(&self) {
         self.session.clear();
         self.session.renew();
+    }
+
+    /// The revocation epoch a new login of `user_id` starts in (0 unless the cookie backend
+    /// runs with `cookie_revocation`).
+    pub async fn login_epoch(&self, user_id: i64) -> Result<i64, StoreError> {
+        match self.store.as_deref().and_then(|store| store.revocation()) {
+            Some(revocation) => Ok(revocation.epoch_of(user_id).await?),
+            None => Ok(0),
+        }
     }
 
     /// Ends the session: the store forgets it and the cookie is removed. Nothing a racing
@@ -470,6 +494,14 @@ impl Draft<'_> {
         self.0.insert(CART.to_owned(), to_json(cart));
         if !self.0.contains_key(USER) && !self.0.contains_key(VISIT) {
             self.touch_visit(crate::domain::now_epoch());
+        }
+    }
+
+    /// Moves this login into `epoch` (after it ended every other session of its user).
+    pub fn set_epoch(&mut self, epoch: i64) {
+        if let Some(mut meta) = self.meta() {
+            meta.epoch = epoch;
+            self.0.insert(META.to_owned(), to_json(&meta));
         }
     }
 

@@ -17,7 +17,7 @@ use actix_web::{
 };
 
 use super::{
-    COOKIE_NAME,
+    COOKIE_NAME, Store,
     state::{ChangeError, TypedSession},
 };
 use crate::{config::Settings, domain::now_epoch, web::errors::AppError};
@@ -212,6 +212,22 @@ pub async fn enforce_timeouts(
         // The browser holds a session the server no longer knows (expired from the store,
         // revoked, lost in a restart of the memory backend, or never issued).
         fresh = Some(Notice::Ended);
+    }
+    // The cookie backend with `cookie_revocation`: a login the server ended (logged out, or
+    // older than the user's epoch) is refused, on every instance sharing the database.
+    if fresh.is_none()
+        && let Some(store) = req.app_data::<web::Data<Store>>()
+        && let Some(revocation) = store.revocation()
+        && let (Some(meta), Some(user)) = (session.meta(), session.user())
+    {
+        match revocation.is_revoked(&meta.sid, user.id, meta.epoch).await {
+            Ok(false) => {}
+            Ok(true) => {
+                session.end();
+                fresh = Some(Notice::Ended);
+            }
+            Err(err) => return Err(AppError::from(err).into()),
+        }
     }
     notices.borrow_mut().fresh = fresh;
 

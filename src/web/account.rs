@@ -24,6 +24,8 @@ struct AccountPage<'a> {
     flash: Option<Flash>,
     username: String,
     sessions: Option<Vec<SessionRow>>,
+    /// The cookie backend with `cookie_revocation`: it cannot list, but it can end the others.
+    can_end_others: bool,
 }
 
 /// `GET /account`.
@@ -49,6 +51,7 @@ pub async fn page(
         flash: me.session.take_flash().await?,
         username: me.user.name.clone(),
         sessions,
+        can_end_others: store.revocation().is_some(),
     })
 }
 
@@ -57,6 +60,21 @@ pub async fn revoke_others(
     store: web::Data<Store>,
     me: LoggedIn,
 ) -> Result<HttpResponse, AppError> {
+    if let Some(revocation) = store.revocation() {
+        // The cookie backend cannot find the other cookies; it moves the user's epoch past
+        // them instead, and this session into the new epoch.
+        let epoch = revocation.advance_epoch(me.user.id).await?;
+        me.session
+            .change(|s| {
+                s.set_epoch(epoch);
+                s.set_flash(Flash::info(
+                    "Every other session of yours has ended: their cookies are refused from now on.",
+                ));
+                Ok::<_, AppError>(())
+            })
+            .await?;
+        return Ok(see_other("/account"));
+    }
     if !store.can_list() {
         me.session.set_flash(Flash::error("The cookie backend keeps no sessions on the server, so there is nothing it could revoke.",
         ))

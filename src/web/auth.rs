@@ -22,7 +22,10 @@ use crate::{
         cart::CartMerge,
         now_epoch,
     },
-    session::state::{Flash, SessionUser, TypedSession},
+    session::{
+        Store,
+        state::{Flash, SessionUser, TypedSession},
+    },
 };
 
 /// The message for every failed login: unknown user and wrong password read the same.
@@ -180,12 +183,14 @@ pub async fn login(
     match accounts::authenticate(&db, &form.username, &form.password).await? {
         Some(user) => {
             limits.clear_failures(&form.username, address).await;
+            let epoch = session.login_epoch(user.id).await?;
             let carried = session.log_in(
                 SessionUser {
                     id: user.id,
                     name: user.username,
                 },
                 now_epoch(),
+                epoch,
                 settings.cart_max_lines,
             );
             if let Some(text) = carried.and_then(carried_cart_message) {
@@ -269,6 +274,7 @@ pub async fn register(
                     name: user.username,
                 },
                 now_epoch(),
+                0,
                 settings.cart_max_lines,
             );
             let mut welcome = format!("Welcome, {username}! Your account is ready.");
@@ -286,12 +292,24 @@ pub async fn register(
 }
 
 /// `POST /logout`: the store forgets the session and the cookie is removed.
-pub async fn logout(session: TypedSession) -> HttpResponse {
+/// With `cookie_revocation`, the cookie's session id is refused from now until its absolute
+/// timeout, so a copy of the cookie is worthless too.
+pub async fn logout(
+    session: TypedSession,
+    store: web::Data<Store>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, AppError> {
     if session.user().is_none() {
-        return see_other("/");
+        return Ok(see_other("/"));
+    }
+    if let (Some(revocation), Some(meta)) = (store.revocation(), session.meta()) {
+        let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
+        revocation
+            .revoke(&meta.sid, meta.issued_at.saturating_add(absolute))
+            .await?;
     }
     session.log_out();
-    HttpResponse::SeeOther()
+    Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/login?loggedout=1"))
-        .finish()
+        .finish())
 }

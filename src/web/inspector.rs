@@ -38,6 +38,28 @@ pub struct SessionReport {
     cart: Vec<CartLineReport>,
     cart_lines: usize,
     live_lease_expires_at: Option<String>,
+    /// What the cookie backend with `cookie_revocation` keeps on the server (else null).
+    revocation: Option<RevocationReport>,
+}
+
+/// The rows `cookie_revocation` keeps, and their bytes.
+#[derive(Debug, Serialize)]
+pub struct RevocationReport {
+    revoked_ids: i64,
+    user_epochs: i64,
+    bytes: i64,
+}
+
+async fn revocation(store: &Store) -> Result<Option<RevocationReport>, AppError> {
+    let Some(revocation) = store.revocation() else {
+        return Ok(None);
+    };
+    let footprint = revocation.footprint().await?;
+    Ok(Some(RevocationReport {
+        revoked_ids: footprint.revoked_ids,
+        user_epochs: footprint.user_epochs,
+        bytes: footprint.bytes(),
+    }))
 }
 
 fn report(
@@ -46,6 +68,7 @@ fn report(
     store: &Store,
     settings: &Settings,
     hub: &LiveHub,
+    revocation: Option<RevocationReport>,
 ) -> SessionReport {
     let entries = session.entries();
     let meta = session.meta();
@@ -62,8 +85,13 @@ fn report(
     SessionReport {
         backend: settings.session_backend.as_str(),
         stateful: settings.session_backend.is_stateful(),
-        state_location: session::facts(settings.session_backend).location,
+        state_location: session::facts_as_configured(
+            settings.session_backend,
+            settings.cookie_revocation,
+        )
+        .location,
         parallel_writes: session::facts(settings.session_backend).parallel_writes,
+        revocation,
         instance: settings.instance.clone(),
         user: session.user().map(|u| u.name),
         cookie_bytes: cookie_bytes(req, settings.cookie_name()),
@@ -120,7 +148,8 @@ pub async fn page(
     hub: web::Data<Arc<LiveHub>>,
     session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
-    let report = report(&req, &session, &store, &settings, &hub);
+    let revocation = revocation(&store).await?;
+    let report = report(&req, &session, &store, &settings, &hub, revocation);
     let meta = session.meta();
     let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
     let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
@@ -132,7 +161,7 @@ pub async fn page(
         live_lease,
         site: &site,
         nav: Nav::of(&session, "session"),
-        facts: session::facts(settings.session_backend),
+        facts: session::facts_as_configured(settings.session_backend, settings.cookie_revocation),
         entries: session.entries(),
         idle_expires: meta
             .as_ref()
@@ -152,8 +181,9 @@ pub async fn json(
     settings: web::Data<Settings>,
     hub: web::Data<Arc<LiveHub>>,
     session: TypedSession,
-) -> HttpResponse {
-    HttpResponse::Ok()
+) -> Result<HttpResponse, AppError> {
+    let revocation = revocation(&store).await?;
+    Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(report(&req, &session, &store, &settings, &hub))
+        .json(report(&req, &session, &store, &settings, &hub, revocation)))
 }

@@ -227,7 +227,7 @@ pub async fn about(
         html(&AboutPage {
             site: &site,
             nav: Nav::stateless("about"),
-            facts: session::facts(site.backend),
+            facts: session::facts_as_configured(site.backend, settings.cookie_revocation),
             settings: &settings,
         })
     })?;
