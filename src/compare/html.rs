@@ -18,9 +18,11 @@ const BOTTOM: f64 = 44.0;
 /// The browser cookie limit the cookie chart draws as a rule.
 const COOKIE_LIMIT: f64 = 4096.0;
 
-/// One colour per backend, the same in every chart.
-fn colour(backend: SessionBackend) -> &'static str {
-    match backend {
+/// One colour per backend row, the same in every chart (the cookie backend with
+/// `cookie_revocation` gets a colour of its own).
+fn colour(report: &BackendReport) -> &'static str {
+    match report.backend {
+        SessionBackend::Cookie if report.cookie_revocation => "#1a7f37",
         SessionBackend::Cookie => "#b4641e",
         SessionBackend::Memory => "#7a3fa0",
         SessionBackend::Database => "#1f6feb",
@@ -242,7 +244,7 @@ fn legend(report: &Report) -> Vec<Legend> {
         .filter(|b| b.skipped.is_none())
         .map(|b| Legend {
             name: b.variant.clone(),
-            colour: colour(b.backend),
+            colour: colour(b),
         })
         .collect()
 }
@@ -287,7 +289,7 @@ fn footprint_chart(
                 })
                 .collect();
             Series {
-                colour: colour(b.backend),
+                colour: colour(b),
                 points: dots
                     .iter()
                     .map(|d| format!("{},{}", d.x, d.y))
@@ -367,7 +369,7 @@ fn speed_chart(
                 y,
                 w: bar_width,
                 h: r1(plot.bottom - y),
-                colour: colour(b.backend),
+                colour: colour(b),
                 title: format!("{}, {request}: {v:.2} {unit}", b.variant),
                 value: if v >= 100.0 {
                     format!("{v:.0}")
