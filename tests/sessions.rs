@@ -846,16 +846,39 @@ async fn with_cookie_revocation_a_cookie_saved_before_logout_is_refused_everywhe
 async fn with_cookie_revocation_logging_out_the_others_keeps_this_session(variant: Variant) {
     let app = spawn_app_with(variant, |s| s.cookie_revocation = true).await;
     app.register("tove").await;
-    let other = app.login_new_client("tove").await;
+    let (other_client, other_jar) = common::client_and_jar();
+    let res = other_client
+        .post(app.url("/login"))
+        .form(&[("username", "tove"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let other = client_with_cookie(&common::cookie_in(&other_jar, &app.address).expect("cookie"));
     assert!(app.is_logged_in(&other).await);
     let page = app.get("/account").await.text().await.expect("body");
     assert!(page.contains(r#"data-test="revoke-others""#), "{page}");
     let res = app.post_form("/account/sessions/revoke-others", &[]).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert!(app.is_logged_in(&app.client).await, "this session stays");
+    // This session moved into the new epoch: its cookie changed with it.
+    let mine = client_with_cookie(&app.cookie().expect("cookie"));
+    assert!(app.is_logged_in(&mine).await, "this session stays");
     assert!(!app.is_logged_in(&other).await, "the other one ended");
     let json = app.session_json().await;
     assert_eq!(json["revocation"]["user_epochs"], 1, "{json}");
+    let page = app.get("/session").await.text().await.expect("body");
+    assert!(page.contains(r#"data-test="revocation""#), "{page}");
+    // The epoch is in the database: another instance and a restart refuse the other too.
+    let b = common::start(app.settings.clone(), app.data_dir.shared()).await;
+    assert!(!b.is_logged_in(&other).await, "refused on another instance");
+    assert!(b.is_logged_in(&mine).await, "this one holds there too");
+    drop(b);
+    let app = app.restart().await;
+    assert!(!app.is_logged_in(&other).await, "refused after a restart");
+    assert!(
+        app.is_logged_in(&mine).await,
+        "this one survives the restart"
+    );
 }
 
 for_backends!(with_cookie_revocation_a_cookie_saved_before_logout_is_refused_everywhere => cookie);

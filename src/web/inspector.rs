@@ -45,9 +45,12 @@ pub struct SessionReport {
 /// The rows `cookie_revocation` keeps, and their bytes.
 #[derive(Debug, Serialize)]
 pub struct RevocationReport {
-    revoked_ids: i64,
-    user_epochs: i64,
-    bytes: i64,
+    /// Logged-out ids within their absolute timeout.
+    pub revoked_ids: i64,
+    /// Users with an epoch.
+    pub user_epochs: i64,
+    /// About how many bytes those rows take.
+    pub bytes: i64,
 }
 
 async fn revocation(store: &Store) -> Result<Option<RevocationReport>, AppError> {
