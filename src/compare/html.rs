@@ -3,7 +3,10 @@
 
 use askama::Template;
 
-use super::report::{BackendReport, COLUMNS, Cell, Report, footprint_sizes};
+use super::{
+    report::{BackendReport, Report, footprint_sizes},
+    table::{COLUMNS, Cell},
+};
 use crate::config::SessionBackend;
 
 /// Chart size in SVG user units (the chart scales with the page).
@@ -467,7 +470,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
                     g.server_bytes_each.to_string(),
                     g.rss_growth_bytes.map_or_else(
                         || "n/a".to_owned(),
-                        |b| super::report::bytes(usize::try_from(b).unwrap_or(usize::MAX)),
+                        |b| super::table::bytes(usize::try_from(b).unwrap_or(usize::MAX)),
                     ),
                     format!("{} of {}", g.kept_after_restart, g.sampled_after_restart),
                 ],

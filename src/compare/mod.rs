@@ -9,6 +9,7 @@ mod instance;
 mod load;
 pub mod report;
 mod services;
+pub mod table;
 mod user;
 
 use std::{
