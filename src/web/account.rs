@@ -5,6 +5,7 @@ use askama::Template;
 
 use super::{Nav, Site, errors::AppError, guard::LoggedIn, http::see_other, human_time};
 use crate::session::{Store, state::Flash};
+use crate::web::Tab;
 
 /// One row of the sessions table.
 pub struct SessionRow {
@@ -47,7 +48,7 @@ pub async fn page(
     });
     super::private_page(&AccountPage {
         site: &site,
-        nav: Nav::of(&me.session, "account"),
+        nav: Nav::of(&me.session, Tab::Account),
         flash: me.session.take_flash().await?,
         username: me.user.name.clone(),
         sessions,

@@ -13,6 +13,7 @@ use super::{
     guard::{LoggedIn, LoginLimits},
     http::see_other,
 };
+use crate::web::Tab;
 use crate::{
     config::Settings,
     db::Db,
@@ -65,7 +66,7 @@ pub async fn page(
     require_admin(&me, &db).await?;
     super::private_page(&AdminPage {
         site: &site,
-        nav: Nav::of(&me.session, "admin"),
+        nav: Nav::of(&me.session, Tab::Admin),
         flash: me.session.take_flash().await?,
         products: catalog::list(&db).await?,
         needs_password: login_is_old(&me, &settings),

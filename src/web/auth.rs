@@ -14,6 +14,7 @@ use super::{
     guard::LoginLimits,
     http::{safe_next, see_other},
 };
+use crate::web::Tab;
 use crate::{
     config::Settings,
     db::Db,
@@ -105,7 +106,7 @@ pub async fn login_form(
     });
     super::private_page(&LoginPage {
         site: &site,
-        nav: Nav::of(&session, "login"),
+        nav: Nav::of(&session, Tab::Login),
         flash,
         error: None,
         username: String::new(),
@@ -206,7 +207,7 @@ pub async fn login(
             }
             let page = super::private_page(&LoginPage {
                 site: &site,
-                nav: Nav::of(&session, "login"),
+                nav: Nav::of(&session, Tab::Login),
                 flash: None,
                 error: Some(BAD_CREDENTIALS.to_owned()),
                 username: form.username,
@@ -229,7 +230,7 @@ pub async fn register_form(
     }
     super::private_page(&RegisterPage {
         site: &site,
-        nav: Nav::of(&session, "register"),
+        nav: Nav::of(&session, Tab::Register),
         flash: session.take_flash().await?,
         error: None,
         username: String::new(),
@@ -250,7 +251,7 @@ pub async fn register(
     let refuse = |message: String| -> Result<HttpResponse, AppError> {
         let page = super::private_page(&RegisterPage {
             site: &site,
-            nav: Nav::of(&session, "register"),
+            nav: Nav::of(&session, Tab::Register),
             flash: None,
             error: Some(message),
             username: form.username.clone(),

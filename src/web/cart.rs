@@ -7,6 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{Nav, Site, errors::AppError, guard::referer_path, http::see_other};
+use crate::web::Tab;
 use crate::{
     config::Settings,
     db::Db,
@@ -115,7 +116,7 @@ pub async fn page(
     let (lines, missing, total) = priced_lines(&snapshot, &cart);
     super::private_page(&CartPage {
         site: &site,
-        nav: Nav::of(&session, "cart"),
+        nav: Nav::of(&session, Tab::Cart),
         flash: session.take_flash().await?,
         guest: session.user().is_none(),
         guest_idle_minutes: settings.guest_idle_timeout_secs.div_ceil(60),

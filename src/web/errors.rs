@@ -1,5 +1,7 @@
 //! One error type for every handler, and the middleware that turns any error status into a page.
 
+use std::convert::Infallible;
+
 use actix_web::{
     HttpResponse, ResponseError,
     body::{BoxBody, MessageBody},
@@ -10,9 +12,7 @@ use actix_web::{
 };
 use askama::Template;
 
-use std::convert::Infallible;
-
-use super::{Nav, Site};
+use super::{Nav, Site, Tab};
 use crate::session::{MAX_COOKIE_BYTES, state::ChangeError};
 
 /// Everything a handler can fail with; the status decides the page, the cause is only logged.
@@ -306,7 +306,7 @@ fn error_page(old: HttpResponse, site: Option<&Site>, wants_json: bool) -> HttpR
         let page = site.map(|site| {
             ErrorPage {
                 site,
-                nav: Nav::stateless(""),
+                nav: Nav::stateless(Tab::None),
                 status: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("Error"),
                 message: &message,

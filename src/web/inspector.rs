@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::{Nav, Site, errors::AppError, human_time, rfc3339};
 use std::sync::Arc;
 
+use crate::web::Tab;
 use crate::{
     config::Settings,
     leases::LiveHub,
@@ -163,7 +164,7 @@ pub async fn page(
     super::private_page(&InspectorPage {
         live_lease,
         site: &site,
-        nav: Nav::of(&session, "session"),
+        nav: Nav::of(&session, Tab::Session),
         facts: session::facts_as_configured(settings.session_backend, settings.cookie_revocation),
         entries: session.entries(),
         idle_expires: meta

@@ -62,13 +62,43 @@ pub struct Nav {
     pub user: Option<String>,
     /// Lines in the cart, where known.
     pub cart_lines: Option<usize>,
-    /// Which top-level link to highlight.
-    pub active: &'static str,
+    /// Which top-level page this is (its header link is highlighted when it has one).
+    pub active: Tab,
+}
+
+/// The pages of the site as the header knows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tab {
+    /// A page of no tab (an error page).
+    #[default]
+    None,
+    /// `/`.
+    Home,
+    /// `/products` and product pages.
+    Products,
+    /// `/cart`.
+    Cart,
+    /// `/session`.
+    Session,
+    /// `/about`.
+    About,
+    /// `/compare`.
+    Compare,
+    /// `/account`.
+    Account,
+    /// `/admin/products`.
+    Admin,
+    /// `/orders` and an order.
+    Orders,
+    /// `/login`.
+    Login,
+    /// `/register`.
+    Register,
 }
 
 impl Nav {
     /// The header of a stateless page.
-    pub fn stateless(active: &'static str) -> Self {
+    pub fn stateless(active: Tab) -> Self {
         Self {
             active,
             ..Self::default()
@@ -78,7 +108,7 @@ impl Nav {
 
 impl Nav {
     /// The header of a page that read the session.
-    pub fn of(session: &TypedSession, active: &'static str) -> Self {
+    pub fn of(session: &TypedSession, active: Tab) -> Self {
         let user = session.user().map(|u| u.name);
         Self {
             knows_visitor: true,

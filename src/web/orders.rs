@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use super::{Nav, Site, errors::AppError, guard::LoggedIn, human_time};
+use crate::web::Tab;
 use crate::{
     db::Db,
     domain::orders::{self, OrderId, OrderLine, OrderSummary},
@@ -46,7 +47,7 @@ pub async fn list(
         .collect();
     super::private_page(&OrdersPage {
         site: &site,
-        nav: Nav::of(&me.session, "orders"),
+        nav: Nav::of(&me.session, Tab::Orders),
         flash: me.session.take_flash().await?,
         orders,
     })
@@ -65,7 +66,7 @@ pub async fn show(
         .ok_or(AppError::NotFound)?;
     super::private_page(&OrderPage {
         site: &site,
-        nav: Nav::of(&me.session, "orders"),
+        nav: Nav::of(&me.session, Tab::Orders),
         flash: me.session.take_flash().await?,
         placed: human_time(order.created_at),
         order,

@@ -5,6 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use anyhow::Context as _;
 use askama::Template;
 
+use crate::web::Tab;
 use crate::web::{Nav, Site, errors::AppError, http};
 use crate::{
     compare::{REPORT_HTML, default_out_dir},
@@ -36,7 +37,7 @@ pub async fn page(
         Ok(report) => report,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => NoReportPage {
             site: &site,
-            nav: Nav::stateless("compare"),
+            nav: Nav::stateless(Tab::Compare),
             report_path: "<data_dir>/compare/report.html",
         }
         .render()?

@@ -14,6 +14,7 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use askama::Template;
 use serde::Serialize;
 
+use crate::web::Tab;
 use crate::web::{Nav, Site, errors::AppError, http};
 use crate::{
     config::Settings,
@@ -207,7 +208,7 @@ pub async fn home(
     let page = pages.get(snapshot.version, Page::Home, || {
         html(&HomePage {
             site: &site,
-            nav: Nav::stateless("home"),
+            nav: Nav::stateless(Tab::Home),
             facts: session::facts(site.backend),
             featured: snapshot.products.iter().take(8).map(Into::into).collect(),
         })
@@ -226,7 +227,7 @@ pub async fn about(
     let page = pages.get(catalog.now().version, Page::About, || {
         html(&AboutPage {
             site: &site,
-            nav: Nav::stateless("about"),
+            nav: Nav::stateless(Tab::About),
             facts: session::facts_as_configured(site.backend, settings.cookie_revocation),
             settings: &settings,
         })
@@ -245,7 +246,7 @@ pub async fn products(
     let page = pages.get(snapshot.version, Page::Products, || {
         html(&ProductsPage {
             site: &site,
-            nav: Nav::stateless("products"),
+            nav: Nav::stateless(Tab::Products),
             products: snapshot.products.iter().map(Into::into).collect(),
         })
     })?;
@@ -271,7 +272,7 @@ pub async fn product(
     let page = pages.get(snapshot.version, Page::Product(id.get()), || {
         html(&ProductPage {
             site: &site,
-            nav: Nav::stateless("products"),
+            nav: Nav::stateless(Tab::Products),
             product: product.into(),
         })
     })?;
