@@ -158,14 +158,17 @@ pub async fn reseal_previous_keys(
     ) else {
         return next.call(req).await;
     };
+    if keys.previous.is_empty() {
+        // No rotation under way: nothing to look at.
+        return next.call(req).await;
+    }
     let name = settings.cookie_name();
     let resealed = match cookie_value(&req, name) {
-        Some(value) if !keys.previous.is_empty() && open(&keys.current, name, &value).is_none() => {
-            keys.previous
-                .iter()
-                .find_map(|key| open(key, name, &value))
-                .and_then(|plain| seal(&keys.current, name, &plain))
-        }
+        Some(value) if open(&keys.current, name, &value).is_none() => keys
+            .previous
+            .iter()
+            .find_map(|key| open(key, name, &value))
+            .and_then(|plain| seal(&keys.current, name, &plain)),
         _ => None,
     };
     let Some(resealed) = resealed else {

@@ -35,6 +35,27 @@ pub use timeouts::{SESSION_ENDED, enforce_timeouts, touch_interval_secs};
 /// Name of the session cookie when it is not `Secure` (see `Settings::cookie_name`).
 pub const COOKIE_NAME: &str = "statecart";
 
+/// How long server-side stores keep a session past its last save: the idle timeout for a
+/// login, the (shorter) guest one for a session without a login.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// `idle_timeout_secs`.
+    pub idle: StdDuration,
+    /// `guest_idle_timeout_secs`.
+    pub guest: StdDuration,
+}
+
+impl Lifetimes {
+    /// The lifetime of a session with this state; `ttl` is what the session middleware asks.
+    pub fn of(&self, state: &State, ttl: StdDuration) -> StdDuration {
+        if state::user_id_of(state).is_some() {
+            ttl
+        } else {
+            ttl.min(self.guest)
+        }
+    }
+}
+
 /// Hex SHA-256 of a session key: how server-side stores name a session, so a leaked table or
 /// key space cannot be replayed as cookies.
 pub fn key_hash(key: &str) -> String {
@@ -104,6 +125,10 @@ impl Store {
     pub fn build(settings: &Settings, db: &Db) -> anyhow::Result<Self> {
         let idle = StdDuration::from_secs(settings.idle_timeout_secs);
         let guest_idle = StdDuration::from_secs(settings.guest_idle_timeout_secs);
+        let lifetimes = Lifetimes {
+            idle,
+            guest: guest_idle,
+        };
         Ok(match settings.session_backend {
             SessionBackend::Cookie => Self::Cookie(
                 settings
@@ -114,15 +139,10 @@ impl Store {
                 MemoryStore::new(settings.memory_max_sessions, idle)
                     .with_guests(settings.memory_max_guest_sessions, guest_idle),
             ),
-            SessionBackend::Database => Self::Database(SqlStore::new(db.clone(), idle, guest_idle)),
+            SessionBackend::Database => Self::Database(SqlStore::new(db.clone(), lifetimes)),
             SessionBackend::Redis => Self::Redis(
-                RedisStore::new(
-                    &settings.redis_url,
-                    &settings.redis_key_prefix,
-                    idle,
-                    guest_idle,
-                )
-                .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
+                RedisStore::new(&settings.redis_url, &settings.redis_key_prefix, lifetimes)
+                    .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
             ),
         })
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use redis::{AsyncCommands as _, aio::ConnectionManager};
 
 use super::{
-    SessionSummary, key_hash,
+    Lifetimes, SessionSummary, key_hash,
     state::{self, State},
 };
 
@@ -49,10 +49,8 @@ return v + 1
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
-    /// How long a session lives past its last save (the idle timeout).
-    ttl: Duration,
-    /// The same for a guest (no login).
-    guest_ttl: Duration,
+    /// How long a session lives past its last save.
+    lifetimes: Lifetimes,
 }
 
 /// A stored value: `<version> <state JSON>`, or the bare JSON of version 0.
@@ -71,14 +69,9 @@ fn ttl_secs(ttl: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// A store on `url` whose sessions live `ttl` past their last save; it connects lazily and
+    /// A store on `url` whose sessions live `lifetimes` past their last save; it connects lazily and
     /// reconnects by itself after an outage.
-    pub fn new(
-        url: &str,
-        prefix: &str,
-        ttl: Duration,
-        guest_ttl: Duration,
-    ) -> redis::RedisResult<Self> {
+    pub fn new(url: &str, prefix: &str, lifetimes: Lifetimes) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -87,8 +80,7 @@ impl RedisStore {
         Ok(Self {
             conn: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix: prefix.to_owned(),
-            ttl,
-            guest_ttl,
+            lifetimes,
         })
     }
 
@@ -134,18 +126,9 @@ impl RedisStore {
         Ok(value.as_deref().and_then(decode))
     }
 
-    /// How long a session with this state lives past its save.
-    fn ttl_for(&self, state: &State, ttl: Duration) -> Duration {
-        if state::user_id_of(state).is_some() {
-            ttl
-        } else {
-            ttl.min(self.guest_ttl)
-        }
-    }
-
     /// Stores a new session under a fresh key (`SET NX`, retrying a collision).
     pub async fn save(&self, state: &State, ttl: Duration) -> redis::RedisResult<String> {
-        let ttl = self.ttl_for(state, ttl);
+        let ttl = self.lifetimes.of(state, ttl);
         let value = format!("0 {}", serde_json::to_string(state).unwrap_or_default());
         let mut conn = self.conn.clone();
         loop {
@@ -175,7 +158,7 @@ impl RedisStore {
         ttl: Duration,
     ) -> redis::RedisResult<Option<u64>> {
         let hash = key_hash(key);
-        let ttl = self.ttl_for(state, ttl);
+        let ttl = self.lifetimes.of(state, ttl);
         let json = if state.is_empty() {
             String::new()
         } else {
@@ -211,7 +194,8 @@ impl RedisStore {
         expected: u64,
         state: &State,
     ) -> redis::RedisResult<Option<u64>> {
-        self.run_swap(key, Some(expected), state, self.ttl).await
+        self.run_swap(key, Some(expected), state, self.lifetimes.idle)
+            .await
     }
 
     /// Replaces the state of a live session whatever its version: a session deleted meanwhile

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{
-    SessionSummary, key_hash,
+    Lifetimes, SessionSummary, key_hash,
     state::{self, State},
 };
 use crate::{db::Db, domain::now_epoch};
@@ -12,10 +12,8 @@ use crate::{db::Db, domain::now_epoch};
 #[derive(Clone)]
 pub struct SqlStore {
     db: Db,
-    /// How long a session lives past its last save (the idle timeout).
-    ttl: Duration,
-    /// The same for a guest (no login).
-    guest_ttl: Duration,
+    /// How long a session lives past its last save.
+    lifetimes: Lifetimes,
 }
 
 fn ttl_secs(ttl: Duration) -> i64 {
@@ -23,19 +21,9 @@ fn ttl_secs(ttl: Duration) -> i64 {
 }
 
 impl SqlStore {
-    /// A store on the app database's pool whose sessions live `ttl` past their last save, and
-    /// guest sessions `guest_ttl`.
-    pub fn new(db: Db, ttl: Duration, guest_ttl: Duration) -> Self {
-        Self { db, ttl, guest_ttl }
-    }
-
-    /// How long a session with this state lives past its save.
-    fn ttl_for(&self, state: &State, ttl: Duration) -> Duration {
-        if state::user_id_of(state).is_some() {
-            ttl
-        } else {
-            ttl.min(self.guest_ttl)
-        }
+    /// A store on the app database's pool whose sessions live `lifetimes` past their last save.
+    pub fn new(db: Db, lifetimes: Lifetimes) -> Self {
+        Self { db, lifetimes }
     }
 
     /// The state of a live session and its version.
@@ -86,7 +74,7 @@ impl SqlStore {
             .bind(meta.as_ref().map(|m| m.sid.clone()))
             .bind(state::user_id_of(state))
             .bind(meta.map_or(now, |m| m.last_seen))
-            .bind(now.saturating_add(ttl_secs(self.ttl_for(state, self.ttl))))
+            .bind(now.saturating_add(ttl_secs(self.lifetimes.of(state, self.lifetimes.idle))))
             .bind(now)
             .execute(&self.db.pool)
             .await?
@@ -123,7 +111,7 @@ impl SqlStore {
             .bind(&json)
             .bind(now)
             .bind(now)
-            .bind(now.saturating_add(ttl_secs(self.ttl_for(state, ttl))))
+            .bind(now.saturating_add(ttl_secs(self.lifetimes.of(state, ttl))))
             .execute(&self.db.pool)
             .await?
             .rows_affected();
@@ -148,7 +136,7 @@ impl SqlStore {
         .bind(meta.as_ref().map(|m| m.sid.clone()))
         .bind(state::user_id_of(state))
         .bind(meta.map_or(now, |m| m.last_seen))
-        .bind(now.saturating_add(ttl_secs(self.ttl_for(state, ttl))))
+        .bind(now.saturating_add(ttl_secs(self.lifetimes.of(state, ttl))))
         .execute(&self.db.pool)
         .await?;
         Ok(())
