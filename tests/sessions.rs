@@ -811,12 +811,18 @@ async fn a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go(
 // Memory keeps no session through the restart a key change takes (see the backend table).
 for_backends!(a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go => cookie, sqlite, postgres, redis);
 
+/// The cookie backend with `cookie_revocation`, on the variant's app database.
+fn cookie_with_revocation(settings: &mut statecart::Settings) {
+    settings.session_backend = SessionBackend::Cookie;
+    settings.cookie_revocation = true;
+}
+
 /// `cookie_revocation`: a cookie saved before logout is refused, on this instance, on another
 /// sharing the database, and after a restart; the server keeps one row for it.
 async fn with_cookie_revocation_a_cookie_saved_before_logout_is_refused_everywhere(
     variant: Variant,
 ) {
-    let a = spawn_app_with(variant, |s| s.cookie_revocation = true).await;
+    let a = spawn_app_with(variant, cookie_with_revocation).await;
     let b = common::start(a.settings.clone(), a.data_dir.shared()).await;
     a.register("sven").await;
     let saved = a.cookie().expect("cookie");
@@ -844,7 +850,7 @@ async fn with_cookie_revocation_a_cookie_saved_before_logout_is_refused_everywhe
 
 /// `cookie_revocation`: "log out everywhere else" ends the other cookies and keeps this one.
 async fn with_cookie_revocation_logging_out_the_others_keeps_this_session(variant: Variant) {
-    let app = spawn_app_with(variant, |s| s.cookie_revocation = true).await;
+    let app = spawn_app_with(variant, cookie_with_revocation).await;
     app.register("tove").await;
     let (other_client, other_jar) = common::client_and_jar();
     let res = other_client
@@ -881,5 +887,9 @@ async fn with_cookie_revocation_logging_out_the_others_keeps_this_session(varian
     );
 }
 
-for_backends!(with_cookie_revocation_a_cookie_saved_before_logout_is_refused_everywhere => cookie);
-for_backends!(with_cookie_revocation_logging_out_the_others_keeps_this_session => cookie);
+// `::postgres` runs the cookie backend on a PostgreSQL app database: the revocation queries
+// hold on both dialects.
+for_backends!(with_cookie_revocation_a_cookie_saved_before_logout_is_refused_everywhere => cookie, postgres);
+// `::postgres` runs the cookie backend on a PostgreSQL app database: the revocation queries
+// hold on both dialects.
+for_backends!(with_cookie_revocation_logging_out_the_others_keeps_this_session => cookie, postgres);
