@@ -483,17 +483,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
         .filter_map(|b| Some((b, b.speed.measured()?)))
         .flat_map(|(b, speed)| {
             speed.scenarios.iter().map(move |s| DetailRow {
-                cells: vec![
-                    b.variant.clone(),
-                    s.request.clone(),
-                    s.kind.clone(),
-                    format!("{:.0}", s.rps),
-                    format!("{:.2}", s.p50_ms),
-                    format!("{:.2}", s.p99_ms),
-                    s.cpu_text(),
-                    s.requests.to_string(),
-                    s.errors.to_string(),
-                ],
+                cells: super::table::speed_row(&b.variant, s),
             })
         })
         .collect();

@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::report::{BackendReport, Expected, Outcome, Report, Seen, footprint_sizes};
+use super::report::{
+    BackendReport, Expected, Outcome, Report, ScenarioResult, Seen, footprint_sizes,
+};
 
 /// One table cell: its text and whether it contradicts the backend table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,16 +197,7 @@ impl Report {
         for b in &self.backends {
             if let Some(speed) = b.speed.measured() {
                 for s in &speed.scenarios {
-                    speed_rows.push(vec![
-                        b.variant.clone(),
-                        s.request.clone(),
-                        s.kind.clone(),
-                        format!("{:.0}", s.rps),
-                        format!("{:.2}", s.p50_ms),
-                        format!("{:.2}", s.p99_ms),
-                        s.cpu_text(),
-                        s.errors.to_string(),
-                    ]);
+                    speed_rows.push(speed_row(&b.variant, s));
                 }
             }
         }
@@ -228,6 +221,7 @@ impl Report {
                     "p50 ms",
                     "p99 ms",
                     "CPU us/req",
+                    "requests",
                     "errors",
                 ],
                 &speed_rows,
@@ -276,6 +270,22 @@ impl Report {
         }
         out
     }
+}
+
+/// One scenario's row of the speed tables (terminal and HTML): backend, request, kind, req/s,
+/// p50, p99, CPU per request, requests, errors.
+pub fn speed_row(variant: &str, s: &ScenarioResult) -> Vec<String> {
+    vec![
+        variant.to_owned(),
+        s.request.clone(),
+        s.kind.clone(),
+        format!("{:.0}", s.rps),
+        format!("{:.2}", s.p50_ms),
+        format!("{:.2}", s.p99_ms),
+        s.cpu_text(),
+        s.requests.to_string(),
+        s.errors.to_string(),
+    ]
 }
 
 /// Left-aligned columns separated by two spaces, with a rule under the header.

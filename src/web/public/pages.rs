@@ -20,7 +20,7 @@ use crate::{
     config::Settings,
     domain::{
         catalog::{Product, ProductId},
-        snapshot::Catalog,
+        snapshot::{Catalog, Snapshot},
     },
     session::{self, BackendFacts},
 };
@@ -193,6 +193,22 @@ impl PublicPages {
     }
 }
 
+impl PublicPages {
+    /// Answers `req` with `page` of the current catalog version, rendered by `render` from the
+    /// snapshot if this version has not rendered it yet.
+    fn serve(
+        &self,
+        req: &HttpRequest,
+        catalog: &Catalog,
+        page: Page,
+        render: impl FnOnce(&Snapshot) -> Result<Rendered, AppError>,
+    ) -> Result<HttpResponse, AppError> {
+        let snapshot = catalog.now();
+        let rendered = self.get(snapshot.version, page, || render(&snapshot))?;
+        Ok(rendered.respond(req))
+    }
+}
+
 fn html(page: &impl Template) -> Result<Rendered, AppError> {
     Rendered::new(page.render()?.into_bytes(), HTML)
 }
@@ -204,16 +220,14 @@ pub async fn home(
     catalog: web::Data<Arc<Catalog>>,
     pages: web::Data<PublicPages>,
 ) -> Result<HttpResponse, AppError> {
-    let snapshot = catalog.now();
-    let page = pages.get(snapshot.version, Page::Home, || {
+    pages.serve(&req, &catalog, Page::Home, |snapshot| {
         html(&HomePage {
             site: &site,
             nav: Nav::stateless(Tab::Home),
             facts: session::facts(site.backend),
             featured: snapshot.products.iter().take(8).map(Into::into).collect(),
         })
-    })?;
-    Ok(page.respond(&req))
+    })
 }
 
 /// `GET /about`: the three kinds of state, and what the running config chose.
@@ -224,15 +238,14 @@ pub async fn about(
     catalog: web::Data<Arc<Catalog>>,
     pages: web::Data<PublicPages>,
 ) -> Result<HttpResponse, AppError> {
-    let page = pages.get(catalog.now().version, Page::About, || {
+    pages.serve(&req, &catalog, Page::About, |_| {
         html(&AboutPage {
             site: &site,
             nav: Nav::stateless(Tab::About),
             facts: session::facts_as_configured(site.backend, settings.cookie_revocation),
             settings: &settings,
         })
-    })?;
-    Ok(page.respond(&req))
+    })
 }
 
 /// `GET /products`.
@@ -242,15 +255,13 @@ pub async fn products(
     catalog: web::Data<Arc<Catalog>>,
     pages: web::Data<PublicPages>,
 ) -> Result<HttpResponse, AppError> {
-    let snapshot = catalog.now();
-    let page = pages.get(snapshot.version, Page::Products, || {
+    pages.serve(&req, &catalog, Page::Products, |snapshot| {
         html(&ProductsPage {
             site: &site,
             nav: Nav::stateless(Tab::Products),
             products: snapshot.products.iter().map(Into::into).collect(),
         })
-    })?;
-    Ok(page.respond(&req))
+    })
 }
 
 /// `GET /products/{id}`: malformed and unknown ids both get the 404 page.
@@ -262,21 +273,17 @@ pub async fn product(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = ProductId::parse(&id).ok_or(AppError::NotFound)?;
-    let mut snapshot = catalog.now();
-    if snapshot.get(id).is_none() {
-        // Perhaps added since the snapshot was taken.
+    if catalog.now().get(id).is_none() {
+        // Perhaps added since the snapshot was taken: `find` reads it and refreshes the snapshot.
         catalog.find(id).await?.ok_or(AppError::NotFound)?;
-        snapshot = catalog.now();
     }
-    let product = snapshot.get(id).ok_or(AppError::NotFound)?;
-    let page = pages.get(snapshot.version, Page::Product(id.get()), || {
+    pages.serve(&req, &catalog, Page::Product(id.get()), |snapshot| {
         html(&ProductPage {
             site: &site,
             nav: Nav::stateless(Tab::Products),
-            product: product.into(),
+            product: snapshot.get(id).ok_or(AppError::NotFound)?.into(),
         })
-    })?;
-    Ok(page.respond(&req))
+    })
 }
 
 #[derive(Serialize)]
@@ -293,8 +300,7 @@ pub async fn products_json(
     catalog: web::Data<Arc<Catalog>>,
     pages: web::Data<PublicPages>,
 ) -> Result<HttpResponse, AppError> {
-    let snapshot = catalog.now();
-    let page = pages.get(snapshot.version, Page::ProductsJson, || {
+    pages.serve(&req, &catalog, Page::ProductsJson, |snapshot| {
         let products: Vec<ProductJson<'_>> = snapshot
             .products
             .iter()
@@ -307,6 +313,5 @@ pub async fn products_json(
             .collect();
         let body = serde_json::to_vec(&products).map_err(anyhow::Error::from)?;
         Rendered::new(body, JSON)
-    })?;
-    Ok(page.respond(&req))
+    })
 }
