@@ -53,7 +53,7 @@ pub async fn set(
                 "the {what} must be a whole number from 0 to {limit}, not {value:?}"
             ))
         })?;
-    let db = Db::connect(&settings.database_url).await?;
+    let db = Db::open(&settings.database_url).await?;
     db.migrate().await?;
     let (price, stock) = match field {
         Field::Price => (Some(amount), None),
@@ -85,7 +85,7 @@ pub async fn set_role(
 ) -> Result<String, AdminError> {
     let name = Username::parse(username)
         .map_err(|_| AdminError::Refused(format!("{username:?} is not a username")))?;
-    let db = Db::connect(&settings.database_url).await?;
+    let db = Db::open(&settings.database_url).await?;
     db.migrate().await?;
     let result = accounts::set_admin(&db, &name, admin).await;
     db.close().await;

@@ -9,17 +9,13 @@ use sqlx::{
     migrate::Migrator,
 };
 
+use crate::config::DatabaseUrl;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Which SQL dialect the pool speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// Embedded SQLite (the default).
-    Sqlite,
-    /// PostgreSQL, to scale out.
-    Postgres,
-}
+pub use crate::config::Dialect;
 
 /// A connection pool plus the dialect behind it; cheap to clone.
 #[derive(Clone, Debug)]
@@ -31,13 +27,19 @@ pub struct Db {
 }
 
 impl Db {
-    /// Connects to `url`, creating a SQLite file (and its folder) when missing.
+    /// Connects to `url` (`sqlite:` or `postgres://`); see [`Db::open`].
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let url = DatabaseUrl::parse(url).map_err(|m| anyhow::anyhow!("database URL {m}"))?;
+        Self::open(&url).await
+    }
+
+    /// Connects to `url`, creating a SQLite file (and its folder) when missing.
+    pub async fn open(url: &DatabaseUrl) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
-        let (dialect, url) = if url.starts_with("sqlite:") {
-            (Dialect::Sqlite, prepare_sqlite_url(url)?)
-        } else {
-            (Dialect::Postgres, url.to_owned())
+        let dialect = url.dialect();
+        let url = match dialect {
+            Dialect::Sqlite => prepare_sqlite_url(url.as_str())?,
+            Dialect::Postgres => url.as_str().to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url).context("parsing database_url")?;
         let pool = AnyPoolOptions::new()

@@ -144,9 +144,9 @@ async fn admin(settings: &Settings, action: AdminAction) -> anyhow::Result<ExitC
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let db = Db::connect(&settings.database_url).await?;
+    let db = Db::open(&settings.database_url).await?;
     db.migrate().await?;
-    tracing::info!(database_url = %statecart::config::mask_url(&settings.database_url), "migrations applied");
+    tracing::info!(database_url = %settings.database_url, "migrations applied");
     db.close().await;
     Ok(())
 }

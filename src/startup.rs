@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::{
     config::Settings,
     db::Db,
-    domain::{catalog, snapshot::Catalog},
+    domain::{catalog, secs, snapshot::Catalog},
     leases::LiveHub,
     session::{self, Store},
     web::{
@@ -72,7 +72,7 @@ impl Stopper {
 impl Application {
     /// Connects and migrates the database, seeds it on first start, and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = Db::connect(&settings.database_url).await?;
+        let db = Db::open(&settings.database_url).await?;
         db.migrate().await?;
         if catalog::seed_if_new(&db)
             .await
@@ -195,7 +195,7 @@ impl Application {
 
 /// The session middleware over the shared store and key, with the cookie attributes.
 fn session_middleware(store: &Store, key: &Key, settings: &Settings) -> SessionMiddleware<Store> {
-    let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
+    let idle = secs(settings.idle_timeout);
     SessionMiddleware::builder(store.clone(), key.clone())
         .cookie_name(settings.cookie_name().to_owned())
         .cookie_content_security(CookieContentSecurity::Private)

@@ -658,7 +658,10 @@ async fn a_guest_cart_comes_along_into_a_login(variant: Variant) {
 }
 
 async fn an_idle_guest_cart_ends_on_its_own_timeout(variant: Variant) {
-    let app = spawn_app_with(variant, |s| s.guest_idle_timeout_secs = 1).await;
+    let app = spawn_app_with(variant, |s| {
+        s.guest_idle_timeout = std::time::Duration::from_secs(1)
+    })
+    .await;
     assert_eq!(app.add_to_cart(2, 1).await.status(), StatusCode::SEE_OTHER);
     assert_eq!(app.cart_of(&app.client).await, [(2, 1)]);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;

@@ -247,8 +247,10 @@ fn every_config_key_has_a_row_in_the_readme_table() {
     let readme = include_str!("../README.md");
     for key in statecart::config::KEYS {
         assert!(
-            readme.contains(&format!("| `{key}` |")),
-            "README's config table has no row for `{key}`"
+            readme.contains(&format!("| `{}` | {} |", key.name, key.default)),
+            "README's config table has no row for `{}` with the default {}",
+            key.name,
+            key.default
         );
     }
 }
@@ -275,4 +277,105 @@ fn a_bad_previous_key_is_a_one_line_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("session_previous_keys"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+/// One value for every key, none of them its default, and how the log line shows it.
+fn a_value_for_every_key(dir: &std::path::Path) -> Vec<(&'static str, String, String)> {
+    let key = "a".repeat(88);
+    let db = format!("sqlite://{}/other.db", dir.display());
+    let data = dir.display().to_string();
+    let given_and_shown = |given: &str, shown: &str| (given.to_owned(), shown.to_owned());
+    let rows = [
+        ("listen", given_and_shown("127.0.0.1:0", "127.0.0.1:0")),
+        ("data_dir", (data.clone(), data)),
+        ("database_url", (db.clone(), db)),
+        ("session_backend", given_and_shown("memory", "memory")),
+        (
+            "redis_url",
+            given_and_shown("redis://127.0.0.1:6390", "redis://127.0.0.1:6390"),
+        ),
+        ("session_key", (key.clone(), "<set>".to_owned())),
+        ("session_previous_keys", (key, "<1 set>".to_owned())),
+        ("idle_timeout_secs", given_and_shown("1234", "1234")),
+        ("absolute_timeout_secs", given_and_shown("5678", "5678")),
+        ("login_rate_limit_per_minute", given_and_shown("7", "7")),
+        ("cart_max_lines", given_and_shown("9", "9")),
+        ("live_lease_secs", given_and_shown("61", "61")),
+        ("poll_interval_secs", given_and_shown("16", "16")),
+        ("admin_users", given_and_shown("carol", "[carol]")),
+        ("instance", given_and_shown("from-test", "from-test")),
+        ("cookie_secure", given_and_shown("true", "true")),
+        ("cookie_revocation", given_and_shown("true", "true")),
+        ("memory_max_sessions", given_and_shown("1001", "1001")),
+        ("guest_idle_timeout_secs", given_and_shown("901", "901")),
+        ("memory_max_guest_sessions", given_and_shown("2001", "2001")),
+        ("redis_key_prefix", given_and_shown("t:", "t:")),
+        ("live_max_leases", given_and_shown("11", "11")),
+        ("live_max_leases_per_user", given_and_shown("3", "3")),
+        (
+            "trusted_proxies",
+            given_and_shown("10.1.0.0/16", "[10.1.0.0/16]"),
+        ),
+        ("body_read_timeout_secs", given_and_shown("11", "11")),
+        ("admin_reauth_secs", given_and_shown("301", "301")),
+    ];
+    let mut names: Vec<&str> = rows.iter().map(|(name, _)| *name).collect();
+    let mut keys: Vec<&str> = statecart::config::KEYS.iter().map(|k| k.name).collect();
+    names.sort_unstable();
+    keys.sort_unstable();
+    assert_eq!(
+        names, keys,
+        "this table names every key of the config contract"
+    );
+    rows.into_iter()
+        .map(|(name, (given, shown))| (name, given, shown))
+        .collect()
+}
+
+#[test]
+fn every_key_is_read_from_its_env_variable_and_from_its_flag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rows = a_value_for_every_key(dir.path());
+    let mut by_env = statecart();
+    by_env.arg("serve");
+    let mut by_flag = statecart();
+    by_flag.arg("serve");
+    for key in statecart::config::KEYS {
+        let (_, given, _) = rows.iter().find(|(n, ..)| *n == key.name).expect("a row");
+        by_env.env(key.env(), given);
+        by_flag.arg(key.flag()).arg(given);
+    }
+    for (source, cmd) in [("env", by_env), ("flags", by_flag)] {
+        let line = effective_config(cmd);
+        for (name, _, shown) in &rows {
+            let expected = format!("{name}={shown}");
+            assert!(
+                format!("{line} ").contains(&format!("{expected} ")),
+                "{expected} missing when set by {source}: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_help_lists_every_flag_with_its_documented_default() {
+    let output = statecart().args(["serve", "--help"]).output().expect("run");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for key in statecart::config::KEYS {
+        assert!(
+            help.contains(&key.flag()),
+            "{} missing in --help",
+            key.flag()
+        );
+        let default = format!("[default: {}]", key.default.replace('`', ""));
+        assert!(
+            help.contains(&default),
+            "{default} missing in --help for {}",
+            key.name
+        );
+    }
 }

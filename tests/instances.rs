@@ -11,7 +11,7 @@ use statecart::Settings;
 fn shared(settings: &Settings, instance: &str) -> Vec<(&'static str, String)> {
     vec![
         ("data_dir", settings.data_dir.display().to_string()),
-        ("database_url", settings.database_url.clone()),
+        ("database_url", settings.database_url.as_str().to_owned()),
         (
             "session_backend",
             settings.session_backend.as_str().to_owned(),

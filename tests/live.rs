@@ -75,7 +75,7 @@ fn statecart(settings: &Settings) -> Command {
         }
     }
     cmd.env("STATECART_DATA_DIR", &settings.data_dir)
-        .env("STATECART_DATABASE_URL", &settings.database_url)
+        .env("STATECART_DATABASE_URL", settings.database_url.as_str())
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -95,8 +95,8 @@ fn admin(app: &TestApp, args: &[&str]) -> (Option<i32>, String) {
 
 async fn live_app(variant: Variant, lease_secs: u64) -> TestApp {
     spawn_app_with(variant, |s| {
-        s.live_lease_secs = lease_secs;
-        s.poll_interval_secs = 7;
+        s.live_lease = Duration::from_secs(lease_secs);
+        s.poll_interval = Duration::from_secs(7);
         s.login_rate_limit_per_minute = 0;
         s.admin_users = vec!["root".to_owned()];
     })
@@ -224,7 +224,7 @@ async fn polling_returns_exactly_the_changes_since_a_version(variant: Variant) {
 async fn the_registry_is_bounded_and_ends_the_oldest_lease_first(variant: Variant) {
     let app = spawn_app_with(variant, |s| {
         s.live_max_leases_per_user = 2;
-        s.live_lease_secs = 60;
+        s.live_lease = Duration::from_secs(60);
     })
     .await;
     app.register("yan").await;

@@ -5,11 +5,11 @@ mod common;
 
 use common::{Variant, assert_no_set_cookie, spawn_app};
 use reqwest::StatusCode;
-use statecart::db::Db;
+use statecart::{config::DatabaseUrl, db::Db};
 
 /// Makes the `sessions` table vanish (or come back) under a running app.
 async fn sessions_table(app: &common::TestApp, present: bool) {
-    let db = Db::connect(&app.settings.database_url).await.expect("db");
+    let db = Db::open(&app.settings.database_url).await.expect("db");
     let sql = if present {
         "ALTER TABLE sessions_away RENAME TO sessions"
     } else {
@@ -185,6 +185,7 @@ async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_sess
     // postgres://user@host:port/db -> the same through the proxy.
     let (scheme_user, rest) = settings
         .database_url
+        .as_str()
         .split_once('@')
         .expect("url with user@");
     let (host_port, path) = rest.split_once('/').expect("url with a database");
@@ -198,7 +199,9 @@ async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_sess
         .parse()
         .expect("host:port");
     let proxy = common::proxy::Proxy::start(target).await;
-    settings.database_url = format!("{scheme_user}@127.0.0.1:{}/{path}", proxy.port());
+    settings.database_url =
+        DatabaseUrl::parse(&format!("{scheme_user}@127.0.0.1:{}/{path}", proxy.port()))
+            .expect("a PostgreSQL URL");
     let app = common::start(settings, data).await;
     outage_and_recovery(&app, &proxy, "postgres").await;
     // Catalog pages come from the in-memory snapshot: they keep serving while the database

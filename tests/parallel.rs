@@ -131,7 +131,10 @@ async fn parallel_adds_on_two_instances_lose_nothing(variant: Variant) {
 /// Adds, quantity changes and page reads (which refresh last activity) interleaved.
 async fn mixed_adds_updates_and_reads_lose_nothing(variant: Variant) {
     // Last activity is rewritten every second, so reads write too.
-    let app = spawn_app_with(variant, |s| s.idle_timeout_secs = 30).await;
+    let app = spawn_app_with(variant, |s| {
+        s.idle_timeout = std::time::Duration::from_secs(30)
+    })
+    .await;
     app.register("mixer").await;
     let cookie = app.cookie().expect("session cookie");
     let ids = products_in_stock(&app).await;

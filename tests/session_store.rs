@@ -34,8 +34,8 @@ struct Fixture {
 
 async fn fixture(variant: Variant, idle_secs: u64) -> Fixture {
     let (mut settings, data) = common::prepare(variant).await;
-    settings.idle_timeout_secs = idle_secs;
-    let db = Db::connect(&settings.database_url).await.expect("db");
+    settings.idle_timeout = std::time::Duration::from_secs(idle_secs);
+    let db = Db::open(&settings.database_url).await.expect("db");
     db.migrate().await.expect("migrate");
     for id in [1_i64, 2] {
         sqlx::query(

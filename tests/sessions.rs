@@ -267,7 +267,10 @@ async fn a_replayed_pre_logout_cookie_is_rejected_except_on_the_cookie_backend(v
 }
 
 async fn an_idle_session_ends_and_leads_to_the_login_page(variant: Variant) {
-    let app = spawn_app_with(variant, |s| s.idle_timeout_secs = 2).await;
+    let app = spawn_app_with(variant, |s| {
+        s.idle_timeout = std::time::Duration::from_secs(2)
+    })
+    .await;
     app.register("kate").await;
     assert!(app.is_logged_in(&app.client).await);
     tokio::time::sleep(Duration::from_millis(3100)).await;
@@ -295,7 +298,10 @@ async fn an_idle_session_ends_and_leads_to_the_login_page(variant: Variant) {
 }
 
 async fn activity_keeps_a_session_alive_past_the_idle_timeout(variant: Variant) {
-    let app = spawn_app_with(variant, |s| s.idle_timeout_secs = 2).await;
+    let app = spawn_app_with(variant, |s| {
+        s.idle_timeout = std::time::Duration::from_secs(2)
+    })
+    .await;
     app.register("liam").await;
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -305,8 +311,8 @@ async fn activity_keeps_a_session_alive_past_the_idle_timeout(variant: Variant) 
 
 async fn a_session_ends_at_the_absolute_timeout_whatever_the_activity(variant: Variant) {
     let app = spawn_app_with(variant, |s| {
-        s.idle_timeout_secs = 60;
-        s.absolute_timeout_secs = 2;
+        s.idle_timeout = std::time::Duration::from_secs(60);
+        s.absolute_timeout = std::time::Duration::from_secs(2);
     })
     .await;
     app.register("mia").await;

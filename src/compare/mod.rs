@@ -24,7 +24,7 @@ use self::{
     report::{BackendReport, LoadSettings, Machine, Outcome, REPORT_VERSION, Report},
     services::Target,
 };
-use crate::config::{SessionBackend, Settings};
+use crate::config::{Dialect, SessionBackend, Settings};
 
 /// Cart sizes the footprint always reports (plus `cart_max_lines`).
 pub const FOOTPRINT_STEPS: [usize; 4] = [1, 5, 10, 20];
@@ -118,8 +118,8 @@ pub async fn compare(binary: &Path, args: CompareArgs, settings: &Settings) -> a
         .map(|(backend, cookie_revocation)| Target {
             backend,
             postgres_url: (backend == SessionBackend::Database
-                && settings.database_url.starts_with("postgres"))
-            .then(|| settings.database_url.clone()),
+                && settings.database_url.dialect() == Dialect::Postgres)
+                .then(|| settings.database_url.as_str().to_owned()),
             redis_url: (backend == SessionBackend::Redis).then(|| settings.redis_url.clone()),
             cookie_revocation,
         })

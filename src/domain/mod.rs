@@ -10,8 +10,13 @@ pub mod snapshot;
 pub fn now_epoch() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map(secs)
         .unwrap_or_default()
+}
+
+/// A duration in whole seconds, for arithmetic with [`now_epoch`] (saturating).
+pub fn secs(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// Epoch seconds as RFC 3339 (UTC), for JSON.

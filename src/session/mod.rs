@@ -123,8 +123,8 @@ fn session_key(key: String) -> Result<SessionKey, anyhow::Error> {
 impl Store {
     /// The store for `settings.session_backend`.
     pub fn build(settings: &Settings, db: &Db) -> anyhow::Result<Self> {
-        let idle = StdDuration::from_secs(settings.idle_timeout_secs);
-        let guest_idle = StdDuration::from_secs(settings.guest_idle_timeout_secs);
+        let idle = settings.idle_timeout;
+        let guest_idle = settings.guest_idle_timeout;
         let lifetimes = Lifetimes {
             idle,
             guest: guest_idle,

@@ -20,12 +20,16 @@ use super::{
     COOKIE_NAME, Store,
     state::{ChangeError, TypedSession},
 };
-use crate::{config::Settings, domain::now_epoch, web::errors::AppError};
+use crate::{
+    config::Settings,
+    domain::{now_epoch, secs},
+    web::errors::AppError,
+};
 
 /// How often a login's last-seen time is rewritten: often enough for the idle timeout to be
 /// accurate, rarely enough that reading a page is not a write on every request.
-pub fn touch_interval_secs(idle_timeout_secs: u64) -> i64 {
-    i64::try_from((idle_timeout_secs / 30).clamp(1, 60)).unwrap_or(60)
+pub fn touch_interval_secs(idle_timeout: std::time::Duration) -> i64 {
+    secs(idle_timeout / 30).clamp(1, 60)
 }
 
 /// What a person reads when their browser brings a session the server no longer has.
@@ -127,16 +131,16 @@ fn notice_cookie(value: &str, secure: bool) -> Cookie<'static> {
 async fn keep_alive(
     session: &TypedSession,
     last_seen: i64,
-    idle_secs: u64,
+    idle_timeout: std::time::Duration,
     now: i64,
     ended: Notice,
 ) -> Result<Option<Notice>, actix_web::Error> {
     let idle = now.saturating_sub(last_seen);
-    if idle >= i64::try_from(idle_secs).unwrap_or(i64::MAX) {
+    if idle >= secs(idle_timeout) {
         session.end();
         return Ok(Some(ended));
     }
-    if idle < touch_interval_secs(idle_secs) {
+    if idle < touch_interval_secs(idle_timeout) {
         return Ok(None);
     }
     // A login's last activity, or a guest's (each kind touches only its own).
@@ -182,7 +186,7 @@ pub async fn enforce_timeouts(
     if let Some(settings) = &settings
         && let Some(meta) = session.meta()
     {
-        let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
+        let absolute = secs(settings.absolute_timeout);
         fresh = if now.saturating_sub(meta.issued_at) >= absolute {
             session.end();
             Some(Notice::MaxLength)
@@ -190,7 +194,7 @@ pub async fn enforce_timeouts(
             keep_alive(
                 &session,
                 meta.last_seen,
-                settings.idle_timeout_secs,
+                settings.idle_timeout,
                 now,
                 Notice::Idle,
             )
@@ -203,7 +207,7 @@ pub async fn enforce_timeouts(
         fresh = keep_alive(
             &session,
             visit.last_seen,
-            settings.guest_idle_timeout_secs,
+            settings.guest_idle_timeout,
             now,
             Notice::GuestIdle,
         )

@@ -20,7 +20,7 @@ use crate::{
     domain::{
         accounts,
         catalog::{self, CatalogError, Product, ProductId},
-        now_epoch,
+        now_epoch, secs,
         snapshot::Catalog,
     },
     session::state::Flash,
@@ -50,7 +50,7 @@ async fn require_admin(me: &LoggedIn, db: &Db) -> Result<(), AppError> {
 
 /// Whether this login is older than the window in which changes need no password.
 fn login_is_old(me: &LoggedIn, settings: &Settings) -> bool {
-    let window = i64::try_from(settings.admin_reauth_after.as_secs()).unwrap_or(i64::MAX);
+    let window = secs(settings.admin_reauth_after);
     me.session
         .meta()
         .is_none_or(|meta| now_epoch().saturating_sub(meta.issued_at) >= window)

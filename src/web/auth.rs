@@ -21,7 +21,7 @@ use crate::{
     domain::{
         accounts::{self, AuthError, Password, RegisterError, Username},
         cart::CartMerge,
-        now_epoch,
+        now_epoch, secs,
     },
     session::{
         Store,
@@ -304,7 +304,7 @@ pub async fn logout(
         return Ok(see_other("/"));
     }
     if let (Some(revocation), Some(meta)) = (store.revocation(), session.meta()) {
-        let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
+        let absolute = secs(settings.absolute_timeout);
         revocation
             .revoke(&meta.sid, meta.issued_at.saturating_add(absolute))
             .await?;

@@ -119,14 +119,14 @@ pub async fn page(
         nav: Nav::of(&session, Tab::Cart),
         flash: session.take_flash().await?,
         guest: session.user().is_none(),
-        guest_idle_minutes: settings.guest_idle_timeout_secs.div_ceil(60),
+        guest_idle_minutes: settings.guest_idle_timeout.as_secs().div_ceil(60),
         lines,
         missing,
         total: total.to_string(),
         max_lines: settings.cart_max_lines,
         rev: cart.rev(),
         version,
-        poll_secs: settings.poll_interval_secs,
+        poll_secs: settings.poll_interval.as_secs(),
     })
 }
 

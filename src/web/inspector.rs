@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::web::Tab;
 use crate::{
     config::Settings,
+    domain::secs,
     leases::LiveHub,
     session::{self, BackendFacts, Store, state::TypedSession},
 };
@@ -84,8 +85,8 @@ fn report(
             quantity: l.quantity.get(),
         })
         .collect();
-    let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
-    let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
+    let idle = secs(settings.idle_timeout);
+    let absolute = secs(settings.absolute_timeout);
     SessionReport {
         backend: settings.session_backend.as_str(),
         stateful: settings.session_backend.is_stateful(),
@@ -155,8 +156,8 @@ pub async fn page(
     let revocation = revocation(&store).await?;
     let report = report(&req, &session, &store, &settings, &hub, revocation);
     let meta = session.meta();
-    let idle = i64::try_from(settings.idle_timeout_secs).unwrap_or(i64::MAX);
-    let absolute = i64::try_from(settings.absolute_timeout_secs).unwrap_or(i64::MAX);
+    let idle = secs(settings.idle_timeout);
+    let absolute = secs(settings.absolute_timeout);
     let live_lease = meta
         .as_ref()
         .and_then(|m| hub.lease_of(&m.sid))

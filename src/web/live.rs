@@ -16,7 +16,7 @@ use crate::{
     db::Db,
     domain::{
         catalog::{self, ProductChange},
-        now_epoch,
+        now_epoch, secs,
     },
     leases::{Lease, LiveEvent, LiveHub},
 };
@@ -121,12 +121,12 @@ pub async fn stream(
     let products = cart_products(&me);
     let session = me.session.meta().map(|m| m.sid).unwrap_or_default();
     let version = catalog::current_version(&db).await?;
-    let lease_secs = settings.live_lease_secs;
+    let lease_secs = settings.live_lease.as_secs();
     let lease = hub.subscribe(
         &session,
         me.user.id,
         products,
-        now_epoch().saturating_add(i64::try_from(lease_secs).unwrap_or(i64::MAX)),
+        now_epoch().saturating_add(secs(settings.live_lease)),
     );
     let start = tokio::time::Instant::now();
     let state = Stream {
@@ -134,8 +134,8 @@ pub async fn stream(
         phase: Phase::Start,
         version,
         lease_secs,
-        poll_after_secs: settings.poll_interval_secs,
-        deadline: start + Duration::from_secs(lease_secs),
+        poll_after_secs: settings.poll_interval.as_secs(),
+        deadline: start + settings.live_lease,
         heartbeat: tokio::time::interval_at(start + HEARTBEAT_EVERY, HEARTBEAT_EVERY),
     };
     Ok(HttpResponse::Ok()
@@ -193,6 +193,6 @@ pub async fn changes(
         .json(Changes {
             changes,
             version,
-            poll_after_secs: settings.poll_interval_secs,
+            poll_after_secs: settings.poll_interval.as_secs(),
         }))
 }

@@ -581,8 +581,8 @@ async fn after_logout_back_does_not_show_the_cart(b: &Browser, app: &TestApp, pr
 /// asks for a new lease.
 async fn live_cart_updates_for_a_lease_then_polling(b: &Browser, variant: Variant) {
     let app = common::spawn_app_with(variant, |s| {
-        s.live_lease_secs = LEASE_SECS;
-        s.poll_interval_secs = POLL_SECS;
+        s.live_lease = std::time::Duration::from_secs(LEASE_SECS);
+        s.poll_interval = std::time::Duration::from_secs(POLL_SECS);
     })
     .await;
     let username = format!("live_{}", name(variant));

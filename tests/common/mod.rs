@@ -9,7 +9,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use reqwest::cookie::{CookieStore as _, Jar};
 use services::{POSTGRES_ENV, REDIS_ENV, Service, service_url};
-use statecart::{Application, Settings, config::SessionBackend};
+use statecart::{
+    Application, Settings,
+    config::{DatabaseUrl, SessionBackend},
+};
 use tempfile::TempDir;
 
 /// One backend variant the suite runs against.
@@ -118,7 +121,7 @@ pub async fn prepare(variant: Variant) -> (Settings, DataDir) {
         Variant::Postgres => {
             let admin = service_url(POSTGRES_ENV).expect("postgres variant needs its URL");
             let (url, service) = services::create_postgres_database(&admin).await;
-            settings.database_url = url;
+            settings.database_url = DatabaseUrl::parse(&url).expect("a PostgreSQL URL");
             Some(service)
         }
         Variant::Redis => {
@@ -456,7 +459,7 @@ impl TestApp {
 
     /// The app's database, for arranging stock or counting rows.
     pub async fn db(&self) -> statecart::db::Db {
-        statecart::db::Db::connect(&self.settings.database_url)
+        statecart::db::Db::open(&self.settings.database_url)
             .await
             .expect("db")
     }
