@@ -15,9 +15,10 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+use ipnet::IpNet;
 use rules::{
-    Address, Backend, Count, Database, Dir, Flag, InstanceName, KeyPrefix, Names, Networks,
-    PreviousKeys, RedisUrl, Rule, Secs, SessionKey,
+    Checked, Count, Dir, Each, Flag, InstanceName, KeyPrefix, Parsed, PreviousKeys, RedisUrl, Rule,
+    Secs, SessionKey,
 };
 pub use rules::{DatabaseUrl, Dialect, decode_session_key, mask_url};
 
@@ -154,19 +155,19 @@ pub const MAX_CART_LINES: usize = 1000;
 const DAY: u64 = 86_400;
 
 settings! {
-    listen => listen: Address = SocketAddr::from(([127, 0, 0, 1], 8080)),
+    listen => listen: Parsed<SocketAddr> = SocketAddr::from(([127, 0, 0, 1], 8080)),
         "`127.0.0.1:8080`",
         "Address to listen on; port 0 picks a free one and the log line says which";
     data_dir => data_dir: Dir = PathBuf::from("data"),
         "`data`",
         "Folder for the SQLite file and the generated key";
-    database_url => database_url: Database = DatabaseUrl::sqlite_file(&data_dir.join("statecart.db")),
+    database_url => database_url: Parsed<DatabaseUrl> = DatabaseUrl::sqlite_file(&data_dir.join("statecart.db")),
         "`sqlite://<data_dir>/statecart.db` (created if missing)",
         "sqlite://<path> or postgres://...";
-    session_backend => session_backend: Backend = SessionBackend::Database,
+    session_backend => session_backend: Parsed<SessionBackend> = SessionBackend::Database,
         "`database`",
         "Where session and cart live: cookie, memory, database or redis";
-    redis_url => redis_url: RedisUrl = "redis://127.0.0.1:6379".to_owned(),
+    redis_url => redis_url: Checked<RedisUrl> = "redis://127.0.0.1:6379".to_owned(),
         "`redis://127.0.0.1:6379`",
         "Redis for the redis backend";
     session_key => session_key: SessionKey = None,
@@ -193,10 +194,10 @@ settings! {
     poll_interval_secs => poll_interval: Secs<1, { u64::MAX }> = secs(15),
         "`15`",
         "What clients are told to poll at after a lease";
-    admin_users => admin_users: Names = Vec::new(),
+    admin_users => admin_users: Each<String> = Vec::new(),
         "empty",
         "Existing accounts granted the admin role at start; comma-separated";
-    instance => instance: InstanceName = default_instance(),
+    instance => instance: Checked<InstanceName> = default_instance(),
         "host name",
         "Name in every page footer and in X-Statecart-Instance";
     cookie_secure => cookie_secure: Flag = !listen.ip().is_loopback(),
@@ -214,7 +215,7 @@ settings! {
     memory_max_guest_sessions => memory_max_guest_sessions: Count<u64, 1, { u64::MAX }> = 20_000,
         "`20000`",
         "Capacity bound of the memory backend's guest sessions, kept apart so guests never push out logged-in sessions";
-    redis_key_prefix => redis_key_prefix: KeyPrefix = "statecart:".to_owned(),
+    redis_key_prefix => redis_key_prefix: Checked<KeyPrefix> = "statecart:".to_owned(),
         "`statecart:`",
         "Prefix of every Redis key the redis backend writes";
     live_max_leases => live_max_leases: Count<usize, 1, { u64::MAX }> = 10_000,
@@ -223,7 +224,7 @@ settings! {
     live_max_leases_per_user => live_max_leases_per_user: Count<usize, 1, { u64::MAX }> = 5,
         "`5`",
         "Most live-update leases one user holds at once (one per open cart tab)";
-    trusted_proxies => trusted_proxies: Networks = Vec::new(),
+    trusted_proxies => trusted_proxies: Each<IpNet> = Vec::new(),
         "empty",
         "Peers (addresses or CIDRs) whose X-Forwarded-For names the client; comma-separated";
     body_read_timeout_secs => body_read_timeout: Secs<1, 300> = secs(10),

@@ -105,21 +105,6 @@ impl FromStr for List {
     }
 }
 
-/// `host:port`.
-pub struct Address;
-
-impl Rule for Address {
-    type Raw = Text;
-    type Value = SocketAddr;
-    fn parse(Text(raw): Text) -> Result<SocketAddr, String> {
-        raw.parse()
-            .map_err(|_| format!("is {raw:?}; expected an address like 127.0.0.1:8080"))
-    }
-    fn show(value: &SocketAddr) -> String {
-        value.to_string()
-    }
-}
-
 /// Which SQL dialect a database URL speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -181,53 +166,161 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
-/// `sqlite://...` or `postgres://...`.
-pub struct Database;
+/// A value read from one string and shown as it displays.
+pub trait FromText: Sized + Clone + fmt::Display {
+    /// Reads the value; the message completes the sentence "`key` ...".
+    fn from_text(text: String) -> Result<Self, String>;
+}
 
-impl Rule for Database {
+/// The rule of one [`FromText`] value.
+pub struct Parsed<T>(PhantomData<T>);
+
+impl<T: FromText> Rule for Parsed<T> {
     type Raw = Text;
-    type Value = DatabaseUrl;
-    fn parse(Text(raw): Text) -> Result<DatabaseUrl, String> {
-        DatabaseUrl::parse(&raw)
+    type Value = T;
+    fn parse(Text(raw): Text) -> Result<T, String> {
+        T::from_text(raw)
     }
-    fn show(value: &DatabaseUrl) -> String {
+    fn show(value: &T) -> String {
         value.to_string()
     }
 }
 
-/// `cookie`, `memory`, `database` or `redis`.
-pub struct Backend;
+/// The rule of a list of [`FromText`] values, shown as `[a,b]`.
+pub struct Each<T>(PhantomData<T>);
 
-impl Rule for Backend {
-    type Raw = Text;
-    type Value = SessionBackend;
-    fn parse(Text(raw): Text) -> Result<SessionBackend, String> {
-        SessionBackend::parse(&raw)
-            .ok_or_else(|| format!("is {raw:?}; allowed values: cookie, memory, database, redis"))
+impl<T: FromText> Rule for Each<T> {
+    type Raw = List;
+    type Value = Vec<T>;
+    fn parse(List(items): List) -> Result<Vec<T>, String> {
+        let many = items.len() > 1;
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                T::from_text(item).map_err(|m| {
+                    if many {
+                        format!("entry {}: {m}", i + 1)
+                    } else {
+                        m
+                    }
+                })
+            })
+            .collect()
     }
-    fn show(value: &SessionBackend) -> String {
-        value.to_string()
+    fn show(value: &Vec<T>) -> String {
+        let shown: Vec<String> = value.iter().map(ToString::to_string).collect();
+        format!("[{}]", shown.join(","))
     }
 }
 
-/// `redis://host:port` (or `rediss://`).
-pub struct RedisUrl;
+impl FromText for SocketAddr {
+    fn from_text(text: String) -> Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("is {text:?}; expected an address like 127.0.0.1:8080"))
+    }
+}
 
-impl Rule for RedisUrl {
+impl FromText for DatabaseUrl {
+    fn from_text(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl FromText for SessionBackend {
+    fn from_text(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+            .ok_or_else(|| format!("is {text:?}; allowed values: cookie, memory, database, redis"))
+    }
+}
+
+/// An address (a network of one) or a network in CIDR notation.
+impl FromText for IpNet {
+    fn from_text(text: String) -> Result<Self, String> {
+        text.parse::<IpNet>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+            .ok_or_else(|| {
+                format!(
+                    "is {text:?}; expected an address or network like 10.0.0.1, 10.0.0.0/8, ::1"
+                )
+            })
+    }
+}
+
+impl FromText for String {
+    fn from_text(text: String) -> Result<Self, String> {
+        Ok(text)
+    }
+}
+
+/// The check of a string setting.
+pub trait Check {
+    /// The value to keep, or what is wrong (completing "`key` ...").
+    fn check(text: String) -> Result<String, String>;
+    /// How the log line shows it.
+    fn show(value: &str) -> String {
+        value.to_owned()
+    }
+}
+
+/// The rule of a string that passes `C`.
+pub struct Checked<C>(PhantomData<C>);
+
+impl<C: Check> Rule for Checked<C> {
     type Raw = Text;
     type Value = String;
     fn parse(Text(raw): Text) -> Result<String, String> {
-        if raw.starts_with("redis://") || raw.starts_with("rediss://") {
-            Ok(raw)
+        C::check(raw)
+    }
+    fn show(value: &String) -> String {
+        C::show(value)
+    }
+}
+
+/// `redis://host:port` (or `rediss://`); its password is never logged.
+pub struct RedisUrl;
+
+impl Check for RedisUrl {
+    fn check(text: String) -> Result<String, String> {
+        if text.starts_with("redis://") || text.starts_with("rediss://") {
+            Ok(text)
         } else {
             Err(format!(
                 "is {:?}; expected redis://host:port",
-                mask_url(&raw)
+                mask_url(&text)
             ))
         }
     }
-    fn show(value: &String) -> String {
+    fn show(value: &str) -> String {
         mask_url(value)
+    }
+}
+
+/// A short ASCII name that goes into a header.
+pub struct InstanceName;
+
+impl Check for InstanceName {
+    fn check(text: String) -> Result<String, String> {
+        let name = text.trim();
+        if name.is_empty() || name.len() > 64 || !name.is_ascii() {
+            Err("must be 1 to 64 ASCII characters (it goes into a header)".to_owned())
+        } else {
+            Ok(name.to_owned())
+        }
+    }
+}
+
+/// A Redis key prefix.
+pub struct KeyPrefix;
+
+impl Check for KeyPrefix {
+    fn check(text: String) -> Result<String, String> {
+        if text.is_empty() || text.len() > 64 || text.chars().any(char::is_whitespace) {
+            Err("must be 1 to 64 characters without spaces".to_owned())
+        } else {
+            Ok(text)
+        }
     }
 }
 
@@ -250,7 +343,7 @@ impl Rule for SessionKey {
     }
 }
 
-/// Keys that still open cookies, each as [`SessionKey`].
+/// Keys that still open cookies, each as [`SessionKey`]; the log line shows only how many.
 pub struct PreviousKeys;
 
 impl Rule for PreviousKeys {
@@ -320,84 +413,6 @@ impl Rule for Flag {
     }
     fn show(value: &bool) -> String {
         value.to_string()
-    }
-}
-
-/// Names, such as account names.
-pub struct Names;
-
-impl Rule for Names {
-    type Raw = List;
-    type Value = Vec<String>;
-    fn parse(List(names): List) -> Result<Vec<String>, String> {
-        Ok(names)
-    }
-    fn show(value: &Vec<String>) -> String {
-        format!("[{}]", value.join(","))
-    }
-}
-
-/// Addresses (networks of one) or networks in CIDR notation.
-pub struct Networks;
-
-impl Rule for Networks {
-    type Raw = List;
-    type Value = Vec<IpNet>;
-    fn parse(List(items): List) -> Result<Vec<IpNet>, String> {
-        items
-            .iter()
-            .map(|p| {
-                p.parse::<IpNet>()
-                    .ok()
-                    .or_else(|| p.parse::<IpAddr>().ok().map(IpNet::from))
-            })
-            .collect::<Option<_>>()
-            .ok_or_else(|| {
-                format!(
-                    "is {items:?}; expected addresses or networks like 10.0.0.1, 10.0.0.0/8, ::1"
-                )
-            })
-    }
-    fn show(value: &Vec<IpNet>) -> String {
-        let shown: Vec<String> = value.iter().map(ToString::to_string).collect();
-        format!("[{}]", shown.join(","))
-    }
-}
-
-/// A short ASCII name that goes into a header.
-pub struct InstanceName;
-
-impl Rule for InstanceName {
-    type Raw = Text;
-    type Value = String;
-    fn parse(Text(raw): Text) -> Result<String, String> {
-        let name = raw.trim();
-        if name.is_empty() || name.len() > 64 || !name.is_ascii() {
-            Err("must be 1 to 64 ASCII characters (it goes into a header)".to_owned())
-        } else {
-            Ok(name.to_owned())
-        }
-    }
-    fn show(value: &String) -> String {
-        value.clone()
-    }
-}
-
-/// A Redis key prefix.
-pub struct KeyPrefix;
-
-impl Rule for KeyPrefix {
-    type Raw = Text;
-    type Value = String;
-    fn parse(Text(raw): Text) -> Result<String, String> {
-        if raw.is_empty() || raw.len() > 64 || raw.chars().any(char::is_whitespace) {
-            Err("must be 1 to 64 characters without spaces".to_owned())
-        } else {
-            Ok(raw)
-        }
-    }
-    fn show(value: &String) -> String {
-        value.clone()
     }
 }
 

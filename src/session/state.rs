@@ -69,17 +69,37 @@ pub struct Visit {
 /// A message for the next page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flash {
-    /// True for errors, false for confirmations.
-    pub error: bool,
+    /// How the page shows it.
+    pub level: Level,
     /// What the person reads.
     pub text: String,
+}
+
+/// How a [`Flash`] reads: a confirmation or a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Something was done.
+    Info,
+    /// Something went wrong or ended.
+    Error,
+}
+
+impl Level {
+    /// The CSS class of the message.
+    pub fn class(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Error => "error",
+        }
+    }
 }
 
 impl Flash {
     /// A confirmation.
     pub fn info(text: impl Into<String>) -> Self {
         Self {
-            error: false,
+            level: Level::Info,
             text: text.into(),
         }
     }
@@ -87,7 +107,7 @@ impl Flash {
     /// Something went wrong or ended.
     pub fn error(text: impl Into<String>) -> Self {
         Self {
-            error: true,
+            level: Level::Error,
             text: text.into(),
         }
     }

@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
-use super::{Nav, Site, errors::AppError, guard::LoggedIn, http::see_other, human_time};
+use super::{Chrome, Site, errors::AppError, guard::LoggedIn, http::see_other, human_time};
 use crate::session::{Store, state::Flash};
 use crate::web::Tab;
 
@@ -20,9 +20,7 @@ pub struct SessionRow {
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage<'a> {
-    site: &'a Site,
-    nav: Nav,
-    flash: Option<Flash>,
+    chrome: Chrome<'a>,
     username: String,
     sessions: Option<Vec<SessionRow>>,
     /// The cookie backend with `cookie_revocation`: it cannot list, but it can end the others.
@@ -47,9 +45,9 @@ pub async fn page(
             .collect()
     });
     super::private_page(&AccountPage {
-        site: &site,
-        nav: Nav::of(&me.session, Tab::Account),
-        flash: me.session.take_flash().await?,
+        chrome: Chrome::private(&site, &me.session, Tab::Account)
+            .take_flash(&me.session)
+            .await?,
         username: me.user.name.clone(),
         sessions,
         can_end_others: store.revocation().is_some(),

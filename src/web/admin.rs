@@ -8,7 +8,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{
-    Nav, Site, client,
+    Chrome, Site, client,
     errors::AppError,
     guard::{LoggedIn, LoginLimits},
     http::see_other,
@@ -29,9 +29,7 @@ use crate::{
 #[derive(Template)]
 #[template(path = "admin.html")]
 struct AdminPage<'a> {
-    site: &'a Site,
-    nav: Nav,
-    flash: Option<Flash>,
+    chrome: Chrome<'a>,
     products: Vec<Product>,
     /// Whether each change must carry the password (the login is older than the window).
     needs_password: bool,
@@ -65,9 +63,9 @@ pub async fn page(
 ) -> Result<HttpResponse, AppError> {
     require_admin(&me, &db).await?;
     super::private_page(&AdminPage {
-        site: &site,
-        nav: Nav::of(&me.session, Tab::Admin),
-        flash: me.session.take_flash().await?,
+        chrome: Chrome::private(&site, &me.session, Tab::Admin)
+            .take_flash(&me.session)
+            .await?,
         products: catalog::list(&db).await?,
         needs_password: login_is_old(&me, &settings),
     })

@@ -9,7 +9,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{
-    Nav, Site, client,
+    Chrome, Site, client,
     errors::AppError,
     guard::LoginLimits,
     http::{safe_next, see_other},
@@ -32,26 +32,27 @@ use crate::{
 /// The message for every failed login: unknown user and wrong password read the same.
 pub const BAD_CREDENTIALS: &str = "That username and password do not match an account.";
 
+/// The login page and the register page: one form, asked for in two ways.
 #[derive(Template)]
-#[template(path = "login.html")]
-struct LoginPage<'a> {
-    site: &'a Site,
-    nav: Nav,
-    flash: Option<Flash>,
+#[template(path = "credentials.html")]
+struct CredentialsPage<'a> {
+    chrome: Chrome<'a>,
     error: Option<String>,
     username: String,
     next: String,
 }
 
-#[derive(Template)]
-#[template(path = "register.html")]
-struct RegisterPage<'a> {
-    site: &'a Site,
-    nav: Nav,
-    flash: Option<Flash>,
-    error: Option<String>,
-    username: String,
-    next: String,
+impl CredentialsPage<'_> {
+    /// Whether this is the register page (its tab says so).
+    fn registering(&self) -> bool {
+        self.chrome.nav.active == Tab::Register
+    }
+
+    /// The form again, refused with `error` (422), keeping the name typed.
+    fn refused(self) -> Result<HttpResponse, AppError> {
+        let page = super::private_page(&self)?;
+        Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
+    }
 }
 
 /// Query of the login and register pages.
@@ -82,32 +83,53 @@ pub async fn login_form(
     session: TypedSession,
     query: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
+    let logged_out = query.loggedout.is_some();
+    credentials_form(&site, &session, &query, Tab::Login, |next| {
+        if logged_out {
+            Some(Flash::info("You have logged out."))
+        } else if next != "/" {
+            // Sent here by a page that needs a login: say why.
+            Some(Flash::info(
+                "Please log in (or create an account) to continue; your cart lives in your \
+                 session.",
+            ))
+        } else {
+            None
+        }
+    })
+    .await
+}
+
+/// `GET /register`.
+pub async fn register_form(
+    site: web::Data<Site>,
+    session: TypedSession,
+    query: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    credentials_form(&site, &session, &query, Tab::Register, |_| None).await
+}
+
+/// The empty form of `tab`, or on to `next` for a visitor already logged in. The message left
+/// for this page comes first; `otherwise` may say why the visitor is here.
+async fn credentials_form(
+    site: &Site,
+    session: &TypedSession,
+    query: &NextQuery,
+    tab: Tab,
+    otherwise: impl FnOnce(&str) -> Option<Flash>,
+) -> Result<HttpResponse, AppError> {
     let next = safe_next(query.next.as_deref());
     if session.user().is_some() {
         return Ok(see_other(&next));
     }
-    let flash = session.take_flash().await?.or_else(|| {
-        if query.loggedout.is_some() {
-            Some(Flash {
-                error: false,
-                text: "You have logged out.".to_owned(),
-            })
-        } else if next != "/" {
-            // Sent here by a page that needs a login: say why.
-            Some(Flash {
-                error: false,
-                text: "Please log in (or create an account) to continue; your cart lives in \
-                       your session."
-                    .to_owned(),
-            })
-        } else {
-            None
-        }
-    });
-    super::private_page(&LoginPage {
-        site: &site,
-        nav: Nav::of(&session, Tab::Login),
-        flash,
+    let mut chrome = Chrome::private(site, session, tab)
+        .take_flash(session)
+        .await?;
+    if chrome.flash.is_none() {
+        chrome.flash = otherwise(&next);
+    }
+    super::private_page(&CredentialsPage {
+        chrome,
         error: None,
         username: String::new(),
         next,
@@ -205,37 +227,15 @@ pub async fn login(
             if Username::parse(&form.username).is_ok() {
                 limits.record_failure(&form.username, address).await;
             }
-            let page = super::private_page(&LoginPage {
-                site: &site,
-                nav: Nav::of(&session, Tab::Login),
-                flash: None,
+            CredentialsPage {
+                chrome: Chrome::private(&site, &session, Tab::Login),
                 error: Some(BAD_CREDENTIALS.to_owned()),
                 username: form.username,
                 next,
-            })?;
-            Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
+            }
+            .refused()
         }
     }
-}
-
-/// `GET /register`.
-pub async fn register_form(
-    site: web::Data<Site>,
-    session: TypedSession,
-    query: web::Query<NextQuery>,
-) -> Result<HttpResponse, AppError> {
-    let next = safe_next(query.next.as_deref());
-    if session.user().is_some() {
-        return Ok(see_other(&next));
-    }
-    super::private_page(&RegisterPage {
-        site: &site,
-        nav: Nav::of(&session, Tab::Register),
-        flash: session.take_flash().await?,
-        error: None,
-        username: String::new(),
-        next,
-    })
 }
 
 /// `POST /register`: creates the account and logs it in.
@@ -249,15 +249,13 @@ pub async fn register(
     let form = form.into_inner();
     let next = safe_next(form.next.as_deref());
     let refuse = |message: String| -> Result<HttpResponse, AppError> {
-        let page = super::private_page(&RegisterPage {
-            site: &site,
-            nav: Nav::of(&session, Tab::Register),
-            flash: None,
+        CredentialsPage {
+            chrome: Chrome::private(&site, &session, Tab::Register),
             error: Some(message),
             username: form.username.clone(),
             next: next.clone(),
-        })?;
-        Ok(with_status(page, StatusCode::UNPROCESSABLE_ENTITY))
+        }
+        .refused()
     };
     let username = match Username::parse(&form.username) {
         Ok(name) => name,

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{Nav, Site, errors::AppError, guard::referer_path, http::see_other};
+use super::{Chrome, Site, errors::AppError, guard::referer_path, http::see_other};
 use crate::web::Tab;
 use crate::{
     config::Settings,
@@ -58,9 +58,7 @@ impl LineView {
 #[derive(Template)]
 #[template(path = "cart.html")]
 struct CartPage<'a> {
-    site: &'a Site,
-    nav: Nav,
-    flash: Option<Flash>,
+    chrome: Chrome<'a>,
     lines: Vec<LineView>,
     missing: usize,
     total: String,
@@ -115,9 +113,9 @@ pub async fn page(
     let version = snapshot.version;
     let (lines, missing, total) = priced_lines(&snapshot, &cart);
     super::private_page(&CartPage {
-        site: &site,
-        nav: Nav::of(&session, Tab::Cart),
-        flash: session.take_flash().await?,
+        chrome: Chrome::private(&site, &session, Tab::Cart)
+            .take_flash(&session)
+            .await?,
         guest: session.user().is_none(),
         guest_idle_minutes: settings.guest_idle_timeout.as_secs().div_ceil(60),
         lines,

@@ -12,7 +12,7 @@ use actix_web::{
 };
 use askama::Template;
 
-use super::{Nav, Site, Tab};
+use super::{Chrome, Site, Tab};
 use crate::session::{MAX_COOKIE_BYTES, state::ChangeError};
 
 /// Everything a handler can fail with; the status decides the page, the cause is only logged.
@@ -220,8 +220,7 @@ pub fn default_message(status: StatusCode) -> &'static str {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
-    site: &'a Site,
-    nav: Nav,
+    chrome: Chrome<'a>,
     status: u16,
     reason: &'a str,
     message: &'a str,
@@ -305,8 +304,7 @@ fn error_page(old: HttpResponse, site: Option<&Site>, wants_json: bool) -> HttpR
     } else {
         let page = site.map(|site| {
             ErrorPage {
-                site,
-                nav: Nav::stateless(Tab::None),
+                chrome: Chrome::public(site, Tab::None),
                 status: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("Error"),
                 message: &message,

@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use askama::Template;
 use serde::Serialize;
 
-use super::{Nav, Site, errors::AppError, human_time, rfc3339};
+use super::{Chrome, Site, errors::AppError, human_time, rfc3339};
 use std::sync::Arc;
 
 use crate::web::Tab;
@@ -133,8 +133,7 @@ fn cookie_bytes(req: &HttpRequest, name: &str) -> usize {
 #[derive(Template)]
 #[template(path = "session.html")]
 struct InspectorPage<'a> {
-    site: &'a Site,
-    nav: Nav,
+    chrome: Chrome<'a>,
     report: SessionReport,
     facts: BackendFacts,
     entries: Vec<(String, String)>,
@@ -164,8 +163,7 @@ pub async fn page(
         .map(human_time);
     super::private_page(&InspectorPage {
         live_lease,
-        site: &site,
-        nav: Nav::of(&session, Tab::Session),
+        chrome: Chrome::private(&site, &session, Tab::Session),
         facts: session::facts_as_configured(settings.session_backend, settings.cookie_revocation),
         entries: session.entries(),
         idle_expires: meta

@@ -14,7 +14,10 @@ pub mod live;
 pub mod orders;
 pub mod public;
 
-use crate::{config::SessionBackend, session::state::TypedSession};
+use crate::{
+    config::SessionBackend,
+    session::state::{ChangeError, Flash, TypedSession},
+};
 
 /// Headers every response carries. The policy allows scripts, styles, images and connections
 /// from this origin only; styles may also be inline (product colours are `style` attributes
@@ -117,6 +120,47 @@ impl Nav {
             user,
             active,
         }
+    }
+}
+
+/// What every page shows around its content: the site's facts (footer, asset URLs), the
+/// header and, on pages of the stateful half, the message left for this page.
+#[derive(Debug, Clone)]
+pub struct Chrome<'a> {
+    /// This server's facts.
+    pub site: &'a Site,
+    /// The header.
+    pub nav: Nav,
+    /// A confirmation or a problem left by the previous request.
+    pub flash: Option<Flash>,
+}
+
+impl<'a> Chrome<'a> {
+    /// The chrome of a stateless page: it knows nothing of the visitor.
+    pub fn public(site: &'a Site, tab: Tab) -> Self {
+        Self {
+            site,
+            nav: Nav::stateless(tab),
+            flash: None,
+        }
+    }
+
+    /// The chrome of a page that read the session (the message, if any, stays for later).
+    pub fn private(site: &'a Site, session: &TypedSession, tab: Tab) -> Self {
+        Self {
+            site,
+            nav: Nav::of(session, tab),
+            flash: None,
+        }
+    }
+
+    /// Shows the message left for this page, taking it out of the session.
+    pub async fn take_flash(
+        mut self,
+        session: &TypedSession,
+    ) -> Result<Self, ChangeError<std::convert::Infallible>> {
+        self.flash = session.take_flash().await?;
+        Ok(self)
     }
 }
 

@@ -3,29 +3,24 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
-use super::{Nav, Site, errors::AppError, guard::LoggedIn, human_time};
+use super::{Chrome, Site, errors::AppError, guard::LoggedIn, human_time};
 use crate::web::Tab;
 use crate::{
     db::Db,
     domain::orders::{self, OrderId, OrderLine, OrderSummary},
-    session::state::Flash,
 };
 
 #[derive(Template)]
 #[template(path = "orders.html")]
 struct OrdersPage<'a> {
-    site: &'a Site,
-    nav: Nav,
-    flash: Option<Flash>,
+    chrome: Chrome<'a>,
     orders: Vec<(OrderSummary, String)>,
 }
 
 #[derive(Template)]
 #[template(path = "order.html")]
 struct OrderPage<'a> {
-    site: &'a Site,
-    nav: Nav,
-    flash: Option<Flash>,
+    chrome: Chrome<'a>,
     order: OrderSummary,
     placed: String,
     lines: Vec<OrderLine>,
@@ -46,9 +41,9 @@ pub async fn list(
         })
         .collect();
     super::private_page(&OrdersPage {
-        site: &site,
-        nav: Nav::of(&me.session, Tab::Orders),
-        flash: me.session.take_flash().await?,
+        chrome: Chrome::private(&site, &me.session, Tab::Orders)
+            .take_flash(&me.session)
+            .await?,
         orders,
     })
 }
@@ -65,9 +60,9 @@ pub async fn show(
         .await?
         .ok_or(AppError::NotFound)?;
     super::private_page(&OrderPage {
-        site: &site,
-        nav: Nav::of(&me.session, Tab::Orders),
-        flash: me.session.take_flash().await?,
+        chrome: Chrome::private(&site, &me.session, Tab::Orders)
+            .take_flash(&me.session)
+            .await?,
         placed: human_time(order.created_at),
         order,
         lines,

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use askama::Template;
 
 use crate::web::Tab;
-use crate::web::{Nav, Site, errors::AppError, http};
+use crate::web::{Chrome, Site, errors::AppError, http};
 use crate::{
     compare::{REPORT_HTML, default_out_dir},
     config::Settings,
@@ -15,8 +15,7 @@ use crate::{
 #[derive(Template)]
 #[template(path = "compare.html")]
 struct NoReportPage<'a> {
-    site: &'a Site,
-    nav: Nav,
+    chrome: Chrome<'a>,
     /// Where the report goes, relative to the data dir: a public page never shows the
     /// server's own paths.
     report_path: &'static str,
@@ -36,8 +35,7 @@ pub async fn page(
     let body = match read {
         Ok(report) => report,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => NoReportPage {
-            site: &site,
-            nav: Nav::stateless(Tab::Compare),
+            chrome: Chrome::public(&site, Tab::Compare),
             report_path: "<data_dir>/compare/report.html",
         }
         .render()?

@@ -15,7 +15,7 @@ use askama::Template;
 use serde::Serialize;
 
 use crate::web::Tab;
-use crate::web::{Nav, Site, errors::AppError, http};
+use crate::web::{Chrome, Site, errors::AppError, http};
 use crate::{
     config::Settings,
     domain::{
@@ -73,8 +73,7 @@ impl From<&Product> for ProductView {
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage<'a> {
-    site: &'a Site,
-    nav: Nav,
+    chrome: Chrome<'a>,
     facts: BackendFacts,
     featured: Vec<ProductView>,
 }
@@ -82,8 +81,7 @@ struct HomePage<'a> {
 #[derive(Template)]
 #[template(path = "about.html")]
 struct AboutPage<'a> {
-    site: &'a Site,
-    nav: Nav,
+    chrome: Chrome<'a>,
     facts: BackendFacts,
     settings: &'a Settings,
 }
@@ -91,16 +89,14 @@ struct AboutPage<'a> {
 #[derive(Template)]
 #[template(path = "products.html")]
 struct ProductsPage<'a> {
-    site: &'a Site,
-    nav: Nav,
+    chrome: Chrome<'a>,
     products: Vec<ProductView>,
 }
 
 #[derive(Template)]
 #[template(path = "product.html")]
 struct ProductPage<'a> {
-    site: &'a Site,
-    nav: Nav,
+    chrome: Chrome<'a>,
     product: ProductView,
 }
 
@@ -222,8 +218,7 @@ pub async fn home(
 ) -> Result<HttpResponse, AppError> {
     pages.serve(&req, &catalog, Page::Home, |snapshot| {
         html(&HomePage {
-            site: &site,
-            nav: Nav::stateless(Tab::Home),
+            chrome: Chrome::public(&site, Tab::Home),
             facts: session::facts(site.backend),
             featured: snapshot.products.iter().take(8).map(Into::into).collect(),
         })
@@ -240,8 +235,7 @@ pub async fn about(
 ) -> Result<HttpResponse, AppError> {
     pages.serve(&req, &catalog, Page::About, |_| {
         html(&AboutPage {
-            site: &site,
-            nav: Nav::stateless(Tab::About),
+            chrome: Chrome::public(&site, Tab::About),
             facts: session::facts_as_configured(site.backend, settings.cookie_revocation),
             settings: &settings,
         })
@@ -257,8 +251,7 @@ pub async fn products(
 ) -> Result<HttpResponse, AppError> {
     pages.serve(&req, &catalog, Page::Products, |snapshot| {
         html(&ProductsPage {
-            site: &site,
-            nav: Nav::stateless(Tab::Products),
+            chrome: Chrome::public(&site, Tab::Products),
             products: snapshot.products.iter().map(Into::into).collect(),
         })
     })
@@ -279,8 +272,7 @@ pub async fn product(
     }
     pages.serve(&req, &catalog, Page::Product(id.get()), |snapshot| {
         html(&ProductPage {
-            site: &site,
-            nav: Nav::stateless(Tab::Products),
+            chrome: Chrome::public(&site, Tab::Products),
             product: snapshot.get(id).ok_or(AppError::NotFound)?.into(),
         })
     })
