@@ -274,6 +274,23 @@ fn take_loaded(state: &mut State) -> Option<Loaded> {
         .and_then(|json| serde_json::from_str(&json).ok())
 }
 
+/// The key a store saved a new state under, as the middleware wants it.
+fn handed_out<E: Into<anyhow::Error>>(saved: Result<String, E>) -> Result<SessionKey, SaveError> {
+    saved
+        .map_err(Into::into)
+        .and_then(session_key)
+        .map_err(SaveError::Other)
+}
+
+/// The same key again once a store has updated the state under it.
+fn kept<E: Into<anyhow::Error>>(
+    updated: Result<(), E>,
+    key: SessionKey,
+) -> Result<SessionKey, UpdateError> {
+    updated.map_err(|e| UpdateError::Other(e.into()))?;
+    Ok(key)
+}
+
 /// actix-session's store interface: the middleware loads the state before the handler and
 /// hands it back after. Server-side stores add [`Loaded`] (key and version) to what they load,
 /// so the typed session can save its changes with compare-and-swap; a state that comes back
@@ -308,20 +325,8 @@ impl SessionStore for Store {
             // An empty state is not worth keeping: hand out a key that loads as "no session".
             _ if state.is_empty() => session_key(state::random_key()).map_err(SaveError::Other),
             Self::Memory(m) => session_key(m.save(state).await).map_err(SaveError::Other),
-            Self::Database(s) => {
-                let key = s
-                    .save(&state, std_duration(ttl))
-                    .await
-                    .map_err(|e| SaveError::Other(e.into()))?;
-                session_key(key).map_err(SaveError::Other)
-            }
-            Self::Redis(r) => {
-                let key = r
-                    .save(&state, std_duration(ttl))
-                    .await
-                    .map_err(|e| SaveError::Other(e.into()))?;
-                session_key(key).map_err(SaveError::Other)
-            }
+            Self::Database(s) => handed_out(s.save(&state, std_duration(ttl)).await),
+            Self::Redis(r) => handed_out(r.save(&state, std_duration(ttl)).await),
         }
     }
 
@@ -356,18 +361,8 @@ impl SessionStore for Store {
                 m.update(key.as_ref(), state).await;
                 Ok(key)
             }
-            Self::Database(s) => {
-                s.update(key.as_ref(), &state, std_duration(ttl))
-                    .await
-                    .map_err(|e| UpdateError::Other(e.into()))?;
-                Ok(key)
-            }
-            Self::Redis(r) => {
-                r.update(key.as_ref(), &state, std_duration(ttl))
-                    .await
-                    .map_err(|e| UpdateError::Other(e.into()))?;
-                Ok(key)
-            }
+            Self::Database(s) => kept(s.update(key.as_ref(), &state, std_duration(ttl)).await, key),
+            Self::Redis(r) => kept(r.update(key.as_ref(), &state, std_duration(ttl)).await, key),
         }
     }
 

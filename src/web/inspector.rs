@@ -76,7 +76,6 @@ fn report(
     revocation: Option<RevocationReport>,
 ) -> SessionReport {
     let entries = session.entries();
-    let meta = session.meta();
     let cart: Vec<CartLineReport> = session
         .cart()
         .lines()
@@ -85,8 +84,7 @@ fn report(
             quantity: l.quantity.get(),
         })
         .collect();
-    let idle = secs(settings.idle_timeout);
-    let absolute = secs(settings.absolute_timeout);
+    let ends = Ends::of(session, settings, hub);
     SessionReport {
         backend: settings.session_backend.as_str(),
         stateful: settings.session_backend.is_stateful(),
@@ -101,18 +99,33 @@ fn report(
         user: session.user().map(|u| u.name),
         cookie_bytes: cookie_bytes(req, settings.cookie_name()),
         server_bytes: store.stored_bytes(&entries),
-        idle_expires_at: meta
-            .as_ref()
-            .and_then(|m| rfc3339(m.last_seen.saturating_add(idle))),
-        absolute_expires_at: meta
-            .as_ref()
-            .and_then(|m| rfc3339(m.issued_at.saturating_add(absolute))),
+        idle_expires_at: ends.idle.and_then(rfc3339),
+        absolute_expires_at: ends.absolute.and_then(rfc3339),
         cart_lines: cart.len(),
         cart,
-        live_lease_expires_at: meta
-            .as_ref()
-            .and_then(|m| hub.lease_of(&m.sid))
-            .and_then(rfc3339),
+        live_lease_expires_at: ends.live_lease.and_then(rfc3339),
+    }
+}
+
+/// When this login ends by each rule, and when its live-update lease does (epoch seconds).
+struct Ends {
+    idle: Option<i64>,
+    absolute: Option<i64>,
+    live_lease: Option<i64>,
+}
+
+impl Ends {
+    fn of(session: &TypedSession, settings: &Settings, hub: &LiveHub) -> Self {
+        let meta = session.meta();
+        Self {
+            idle: meta
+                .as_ref()
+                .map(|m| m.last_seen.saturating_add(secs(settings.idle_timeout))),
+            absolute: meta
+                .as_ref()
+                .map(|m| m.issued_at.saturating_add(secs(settings.absolute_timeout))),
+            live_lease: meta.as_ref().and_then(|m| hub.lease_of(&m.sid)),
+        }
     }
 }
 
@@ -154,24 +167,14 @@ pub async fn page(
 ) -> Result<HttpResponse, AppError> {
     let revocation = revocation(&store).await?;
     let report = report(&req, &session, &store, &settings, &hub, revocation);
-    let meta = session.meta();
-    let idle = secs(settings.idle_timeout);
-    let absolute = secs(settings.absolute_timeout);
-    let live_lease = meta
-        .as_ref()
-        .and_then(|m| hub.lease_of(&m.sid))
-        .map(human_time);
+    let ends = Ends::of(&session, &settings, &hub);
     super::private_page(&InspectorPage {
-        live_lease,
+        live_lease: ends.live_lease.map(human_time),
         chrome: Chrome::private(&site, &session, Tab::Session),
         facts: session::facts_as_configured(settings.session_backend, settings.cookie_revocation),
         entries: session.entries(),
-        idle_expires: meta
-            .as_ref()
-            .map(|m| human_time(m.last_seen.saturating_add(idle))),
-        absolute_expires: meta
-            .as_ref()
-            .map(|m| human_time(m.issued_at.saturating_add(absolute))),
+        idle_expires: ends.idle.map(human_time),
+        absolute_expires: ends.absolute.map(human_time),
         report,
         settings: &settings,
     })

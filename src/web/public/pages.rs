@@ -10,7 +10,9 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use std::future::{Ready, ready};
+
+use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, http::header, web};
 use askama::Template;
 use serde::Serialize;
 
@@ -189,19 +191,47 @@ impl PublicPages {
     }
 }
 
-impl PublicPages {
-    /// Answers `req` with `page` of the current catalog version, rendered by `render` from the
+/// What every public page handler reads: the request (for `If-None-Match`), the site's facts,
+/// the catalog and the render cache. An extractor, so a handler names only its page.
+pub struct Public {
+    req: HttpRequest,
+    site: web::Data<Site>,
+    catalog: web::Data<Arc<Catalog>>,
+    pages: web::Data<PublicPages>,
+}
+
+impl FromRequest for Public {
+    type Error = AppError;
+    type Future = Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let public = (|| {
+            Some(Self {
+                req: req.clone(),
+                site: req.app_data::<web::Data<Site>>()?.clone(),
+                catalog: req.app_data::<web::Data<Arc<Catalog>>>()?.clone(),
+                pages: req.app_data::<web::Data<PublicPages>>()?.clone(),
+            })
+        })();
+        ready(public.ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!("the public pages' app data is missing"))
+        }))
+    }
+}
+
+impl Public {
+    /// Answers with `page` of the current catalog version, rendered by `render` from the
     /// snapshot if this version has not rendered it yet.
     fn serve(
         &self,
-        req: &HttpRequest,
-        catalog: &Catalog,
         page: Page,
-        render: impl FnOnce(&Snapshot) -> Result<Rendered, AppError>,
+        render: impl FnOnce(&Snapshot, &Site) -> Result<Rendered, AppError>,
     ) -> Result<HttpResponse, AppError> {
-        let snapshot = catalog.now();
-        let rendered = self.get(snapshot.version, page, || render(&snapshot))?;
-        Ok(rendered.respond(req))
+        let snapshot = self.catalog.now();
+        let rendered = self
+            .pages
+            .get(snapshot.version, page, || render(&snapshot, &self.site))?;
+        Ok(rendered.respond(&self.req))
     }
 }
 
@@ -210,15 +240,10 @@ fn html(page: &impl Template) -> Result<Rendered, AppError> {
 }
 
 /// `GET /`.
-pub async fn home(
-    req: HttpRequest,
-    site: web::Data<Site>,
-    catalog: web::Data<Arc<Catalog>>,
-    pages: web::Data<PublicPages>,
-) -> Result<HttpResponse, AppError> {
-    pages.serve(&req, &catalog, Page::Home, |snapshot| {
+pub async fn home(public: Public) -> Result<HttpResponse, AppError> {
+    public.serve(Page::Home, |snapshot, site| {
         html(&HomePage {
-            chrome: Chrome::public(&site, Tab::Home),
+            chrome: Chrome::public(site, Tab::Home),
             facts: session::facts(site.backend),
             featured: snapshot.products.iter().take(8).map(Into::into).collect(),
         })
@@ -227,15 +252,12 @@ pub async fn home(
 
 /// `GET /about`: the three kinds of state, and what the running config chose.
 pub async fn about(
-    req: HttpRequest,
-    site: web::Data<Site>,
+    public: Public,
     settings: web::Data<Settings>,
-    catalog: web::Data<Arc<Catalog>>,
-    pages: web::Data<PublicPages>,
 ) -> Result<HttpResponse, AppError> {
-    pages.serve(&req, &catalog, Page::About, |_| {
+    public.serve(Page::About, |_, site| {
         html(&AboutPage {
-            chrome: Chrome::public(&site, Tab::About),
+            chrome: Chrome::public(site, Tab::About),
             facts: session::facts_as_configured(site.backend, settings.cookie_revocation),
             settings: &settings,
         })
@@ -243,36 +265,25 @@ pub async fn about(
 }
 
 /// `GET /products`.
-pub async fn products(
-    req: HttpRequest,
-    site: web::Data<Site>,
-    catalog: web::Data<Arc<Catalog>>,
-    pages: web::Data<PublicPages>,
-) -> Result<HttpResponse, AppError> {
-    pages.serve(&req, &catalog, Page::Products, |snapshot| {
+pub async fn products(public: Public) -> Result<HttpResponse, AppError> {
+    public.serve(Page::Products, |snapshot, site| {
         html(&ProductsPage {
-            chrome: Chrome::public(&site, Tab::Products),
+            chrome: Chrome::public(site, Tab::Products),
             products: snapshot.products.iter().map(Into::into).collect(),
         })
     })
 }
 
 /// `GET /products/{id}`: malformed and unknown ids both get the 404 page.
-pub async fn product(
-    req: HttpRequest,
-    site: web::Data<Site>,
-    catalog: web::Data<Arc<Catalog>>,
-    pages: web::Data<PublicPages>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
+pub async fn product(public: Public, id: web::Path<String>) -> Result<HttpResponse, AppError> {
     let id = ProductId::parse(&id).ok_or(AppError::NotFound)?;
-    if catalog.now().get(id).is_none() {
+    if public.catalog.now().get(id).is_none() {
         // Perhaps added since the snapshot was taken: `find` reads it and refreshes the snapshot.
-        catalog.find(id).await?.ok_or(AppError::NotFound)?;
+        public.catalog.find(id).await?.ok_or(AppError::NotFound)?;
     }
-    pages.serve(&req, &catalog, Page::Product(id.get()), |snapshot| {
+    public.serve(Page::Product(id.get()), |snapshot, site| {
         html(&ProductPage {
-            chrome: Chrome::public(&site, Tab::Products),
+            chrome: Chrome::public(site, Tab::Products),
             product: snapshot.get(id).ok_or(AppError::NotFound)?.into(),
         })
     })
@@ -287,12 +298,8 @@ struct ProductJson<'a> {
 }
 
 /// `GET /products.json`: `[{id, name, price_cents, stock}]`.
-pub async fn products_json(
-    req: HttpRequest,
-    catalog: web::Data<Arc<Catalog>>,
-    pages: web::Data<PublicPages>,
-) -> Result<HttpResponse, AppError> {
-    pages.serve(&req, &catalog, Page::ProductsJson, |snapshot| {
+pub async fn products_json(public: Public) -> Result<HttpResponse, AppError> {
+    public.serve(Page::ProductsJson, |snapshot, _| {
         let products: Vec<ProductJson<'_>> = snapshot
             .products
             .iter()
