@@ -7,15 +7,8 @@ use std::{
 };
 
 fn statecart() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_statecart"));
     // Only what each test sets: no STATECART_* from the developer's shell.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("STATECART_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    cmd
+    statecart::sandbox::command(std::path::Path::new(env!("CARGO_BIN_EXE_statecart")))
 }
 
 /// Starts `serve`, waits for the config log line, stops the process and returns that line.

@@ -10,11 +10,16 @@ use reqwest::StatusCode;
 
 use super::{
     FOOTPRINT_STEPS,
-    instance::{Instance, Sandbox, Signal},
     report::{Expiry, Footprint, FootprintPoint, Guests, ParallelWrites, Probe, Replay, Seen},
+    target::Sandbox,
     user::{self, Browser},
 };
-use crate::{config::MAX_CART_LINES, db::Db, domain::catalog};
+use crate::{
+    config::MAX_CART_LINES,
+    db::Db,
+    domain::catalog,
+    sandbox::{Instance, Signal},
+};
 
 /// Lines of the cart in the restart, crash and two-instance experiments.
 const CART_LINES: i64 = 3;
@@ -29,7 +34,7 @@ const FILLER_STOCK: i64 = 100;
 /// 1 and 2: a 3-line cart, `signal`, the same config started again: what is left?
 pub async fn survive(binary: &Path, sandbox: &Sandbox, signal: Signal) -> anyhow::Result<Seen> {
     let browser = Browser::new()?;
-    let first = Instance::start(binary, sandbox, "first", &[]).await?;
+    let first = sandbox.start(binary, "first", &[]).await?;
     browser.register(&first, "ada").await?;
     browser.fill_cart(&first, CART_LINES).await?;
     let before = browser.session(&first).await?;
@@ -38,7 +43,7 @@ pub async fn survive(binary: &Path, sandbox: &Sandbox, signal: Signal) -> anyhow
         "before the {signal} the user was not logged in with {CART_LINES} cart lines"
     );
     first.stop(signal).await?;
-    let again = Instance::start(binary, sandbox, "again", &[]).await?;
+    let again = sandbox.start(binary, "again", &[]).await?;
     let after = browser.session(&again).await?;
     again.stop(Signal::Term).await?;
     Ok(Seen {
@@ -52,8 +57,8 @@ pub async fn survive(binary: &Path, sandbox: &Sandbox, signal: Signal) -> anyhow
 /// 3: two instances sharing the config; log in and fill the cart on one, read on the other.
 pub async fn two_instances(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<Seen> {
     let browser = Browser::new()?;
-    let a = Instance::start(binary, sandbox, "a", &[]).await?;
-    let b = Instance::start(binary, sandbox, "b", &[]).await?;
+    let a = sandbox.start(binary, "a", &[]).await?;
+    let b = sandbox.start(binary, "b", &[]).await?;
     browser.register(&a, "grace").await?;
     browser.fill_cart(&a, CART_LINES).await?;
     let before = browser.session(&a).await?;
@@ -75,7 +80,7 @@ pub async fn two_instances(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<S
 /// 4: save the cookie, log out, send the saved cookie again.
 pub async fn logout_replay(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<Replay> {
     let browser = Browser::new()?;
-    let one = Instance::start(binary, sandbox, "one", &[]).await?;
+    let one = sandbox.start(binary, "one", &[]).await?;
     browser.register(&one, "linus").await?;
     browser.fill_cart(&one, 1).await?;
     let saved = browser.cookie(&one)?;
@@ -93,7 +98,7 @@ pub async fn logout_replay(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<R
 pub async fn expiry(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<Expiry> {
     let browser = Browser::new()?;
     let settings = [("idle_timeout_secs", EXPIRY_IDLE_TIMEOUT_SECS.to_string())];
-    let one = Instance::start(binary, sandbox, "one", &settings).await?;
+    let one = sandbox.start(binary, "one", &settings).await?;
     browser.register(&one, "barbara").await?;
     let before = browser.session(&one).await?;
     let idle_from = Instant::now();
@@ -122,7 +127,7 @@ pub async fn footprint(
     add_filler_products(&sandbox.database_url, cap).await?;
     let browser = Browser::new()?;
     let settings = [("cart_max_lines", MAX_CART_LINES.to_string())];
-    let one = Instance::start(binary, sandbox, "one", &settings).await?;
+    let one = sandbox.start(binary, "one", &settings).await?;
     browser.register(&one, "margaret").await?;
     let mut ids: Vec<i64> = browser
         .products(&one)
@@ -188,7 +193,7 @@ pub async fn parallel_writes(
     let stock = i64::try_from(PARALLEL_ROUNDS)?;
     prepare_catalog(&sandbox.database_url, parallel, stock).await?;
     let browser = Browser::new()?;
-    let one = Instance::start(binary, sandbox, "one", &[]).await?;
+    let one = sandbox.start(binary, "one", &[]).await?;
     browser.register(&one, "ada").await?;
     let ids: Vec<i64> = browser
         .products(&one)
@@ -253,7 +258,7 @@ const GUEST_SAMPLE: usize = 20;
 /// What do they cost the browser and the server, and what does a restart leave of them?
 pub async fn guests(binary: &Path, sandbox: &Sandbox, count: usize) -> anyhow::Result<Guests> {
     prepare_catalog(&sandbox.database_url, GUEST_LINES, i64::try_from(count)?).await?;
-    let first = Instance::start(binary, sandbox, "first", &[]).await?;
+    let first = sandbox.start(binary, "first", &[]).await?;
     let ids: Vec<i64> = Browser::new()?
         .products(&first)
         .await?
@@ -291,7 +296,7 @@ pub async fn guests(binary: &Path, sandbox: &Sandbox, count: usize) -> anyhow::R
         seen.cart.len()
     );
     first.stop(Signal::Term).await?;
-    let again = Instance::start(binary, sandbox, "again", &[]).await?;
+    let again = sandbox.start(binary, "again", &[]).await?;
     let sample: Vec<&String> = cookies
         .iter()
         .step_by((count / GUEST_SAMPLE).max(1))

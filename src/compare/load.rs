@@ -14,10 +14,11 @@ use reqwest::StatusCode;
 use tokio::{sync::Barrier, task::JoinSet};
 
 use super::{
-    instance::{Instance, Sandbox, Signal},
     report::{ScenarioResult, Speed},
+    target::Sandbox,
     user::{self, Browser},
 };
+use crate::sandbox::{Instance, Signal};
 
 /// Unmeasured requests per client before each scenario: connections open, caches warm.
 const WARMUP_REQUESTS: u64 = 10;
@@ -106,7 +107,7 @@ pub async fn speed(
     progress: impl Fn(&str),
 ) -> anyhow::Result<Speed> {
     let browser = Browser::new()?;
-    let one = Instance::start(binary, sandbox, "one", &[]).await?;
+    let one = sandbox.start(binary, "one", &[]).await?;
     browser.register(&one, "edsger").await?;
     for id in WRITE_PRODUCTS {
         let status = browser.add(&one, id, 1).await?;
@@ -153,7 +154,7 @@ async fn run(
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<ScenarioResult> {
-    let base = server.base.as_str();
+    let base = server.base();
     let start = Arc::new(Barrier::new(concurrency + 1));
     let mut clients = JoinSet::new();
     for client in 0..concurrency {

@@ -5,11 +5,10 @@
 
 mod experiments;
 mod html;
-mod instance;
 mod load;
 pub mod report;
-mod services;
 pub mod table;
+mod target;
 mod user;
 
 use std::{
@@ -20,11 +19,13 @@ use std::{
 use anyhow::Context as _;
 
 use self::{
-    instance::{Sandbox, Signal},
     report::{BackendReport, LoadSettings, Machine, Outcome, REPORT_VERSION, Report},
-    services::Target,
+    target::{Sandbox, Target},
 };
-use crate::config::{Dialect, SessionBackend, Settings};
+use crate::{
+    config::{Dialect, SessionBackend, Settings},
+    sandbox::Signal,
+};
 
 /// Cart sizes the footprint always reports (plus `cart_max_lines`).
 pub const FOOTPRINT_STEPS: [usize; 4] = [1, 5, 10, 20];

@@ -11,8 +11,7 @@ use reqwest::{
 };
 use serde::Deserialize;
 
-use super::instance::Instance;
-use crate::session::COOKIE_NAME;
+use crate::{sandbox::Instance, session::COOKIE_NAME};
 
 /// The password every scripted account uses.
 const PASSWORD: &str = "compare: correct horse battery";
@@ -86,7 +85,10 @@ impl Browser {
             .jar
             .as_ref()
             .context("this browser replays a fixed cookie")?;
-        let url = instance.base.parse().context("parsing the instance URL")?;
+        let url = instance
+            .base()
+            .parse()
+            .context("parsing the instance URL")?;
         let header = jar.cookies(&url).context("no cookie for the instance")?;
         header
             .to_str()
