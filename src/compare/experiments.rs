@@ -12,7 +12,7 @@ use super::{
     FOOTPRINT_STEPS,
     report::{Expiry, Footprint, FootprintPoint, Guests, ParallelWrites, Probe, Replay, Seen},
     target::Sandbox,
-    user::{self, Browser},
+    user::{self, Browser, SessionView},
 };
 use crate::{
     config::MAX_CART_LINES,
@@ -46,12 +46,7 @@ pub async fn survive(binary: &Path, sandbox: &Sandbox, signal: Signal) -> anyhow
     let again = sandbox.start(binary, "again", &[]).await?;
     let after = browser.session(&again).await?;
     again.stop(Signal::Term).await?;
-    Ok(Seen {
-        logged_in: after.user.as_deref() == Some("ada"),
-        cart_lines: after.cart.len(),
-        cart_lines_before: before.cart.len(),
-        cart_intact: after.cart == before.cart,
-    })
+    Ok(seen("ada", &before, &after))
 }
 
 /// 3: two instances sharing the config; log in and fill the cart on one, read on the other.
@@ -69,12 +64,17 @@ pub async fn two_instances(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<S
     let on_b = browser.session(&b).await?;
     a.stop(Signal::Term).await?;
     b.stop(Signal::Term).await?;
-    Ok(Seen {
-        logged_in: on_b.user.as_deref() == Some("grace"),
-        cart_lines: on_b.cart.len(),
+    Ok(seen("grace", &before, &on_b))
+}
+
+/// How `user`'s session `after` compares with the same session `before`.
+fn seen(user: &str, before: &SessionView, after: &SessionView) -> Seen {
+    Seen {
+        logged_in: after.user.as_deref() == Some(user),
+        cart_lines: after.cart.len(),
         cart_lines_before: before.cart.len(),
-        cart_intact: on_b.cart == before.cart,
-    })
+        cart_intact: after.cart == before.cart,
+    }
 }
 
 /// 4: save the cookie, log out, send the saved cookie again.

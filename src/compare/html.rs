@@ -47,6 +47,7 @@ pub struct Tick {
 }
 
 /// The plotting area.
+#[derive(Debug, Clone, Copy)]
 pub struct Plot {
     /// Left edge.
     pub left: f64,
@@ -123,28 +124,51 @@ pub struct Rule {
     pub label: String,
 }
 
-/// Bytes against cart lines, one line per backend.
-pub struct LineChart {
+/// What every chart has: a heading and caption, the plot area, the y axis and the legend.
+pub struct Frame {
     /// Heading.
     pub title: String,
     /// What to see in it.
     pub caption: String,
     /// Plot area.
     pub plot: Plot,
-    /// x axis ticks.
-    pub x_ticks: Vec<Tick>,
     /// y axis ticks.
     pub y_ticks: Vec<Tick>,
-    /// x axis title.
-    pub x_label: String,
     /// y axis title.
     pub y_label: String,
+    /// Which colour is which backend.
+    pub legend: Vec<Legend>,
+}
+
+impl Frame {
+    /// A frame whose y axis runs from 0 to a nice maximum above `max`; returns that maximum.
+    fn new(report: &Report, title: &str, caption: &str, y_label: &str, max: f64) -> (Self, f64) {
+        let plot = Plot::new();
+        let (y_max, y_step) = nice_axis(max);
+        let frame = Self {
+            title: title.to_owned(),
+            caption: caption.to_owned(),
+            y_ticks: ticks(y_max, y_step, |v| plot.y(v, y_max)),
+            y_label: y_label.to_owned(),
+            legend: legend(report),
+            plot,
+        };
+        (frame, y_max)
+    }
+}
+
+/// Bytes against cart lines, one line per backend.
+pub struct LineChart {
+    /// Heading, axes, legend.
+    pub frame: Frame,
+    /// x axis ticks.
+    pub x_ticks: Vec<Tick>,
+    /// x axis title.
+    pub x_label: String,
     /// The lines.
     pub series: Vec<Series>,
     /// A reference line, if any.
     pub rule: Option<Rule>,
-    /// Which colour is which backend.
-    pub legend: Vec<Legend>,
 }
 
 /// One bar.
@@ -177,22 +201,12 @@ pub struct Group {
 
 /// Values per scenario, one bar per backend.
 pub struct BarChart {
-    /// Heading.
-    pub title: String,
-    /// What to see in it.
-    pub caption: String,
-    /// Plot area.
-    pub plot: Plot,
+    /// Heading, axes, legend.
+    pub frame: Frame,
     /// Scenario labels under each group.
     pub groups: Vec<Group>,
-    /// y axis ticks.
-    pub y_ticks: Vec<Tick>,
-    /// y axis title.
-    pub y_label: String,
     /// The bars.
     pub bars: Vec<Bar>,
-    /// Which colour is which backend.
-    pub legend: Vec<Legend>,
 }
 
 /// A "nice" axis: a maximum and step of 1, 2, 2.5 or 5 times a power of ten, about 5 ticks.
@@ -259,7 +273,6 @@ fn footprint_chart(
     value: impl Fn(&super::report::FootprintPoint) -> usize,
     rule: Option<f64>,
 ) -> LineChart {
-    let plot = Plot::new();
     let all: Vec<(&BackendReport, Vec<(usize, usize)>)> = report
         .backends
         .iter()
@@ -278,8 +291,15 @@ fn footprint_chart(
         .flat_map(|(_, ps)| ps.iter().map(|p| p.1))
         .max()
         .unwrap_or(1) as f64;
+    let (frame, y_max) = Frame::new(
+        report,
+        title,
+        caption,
+        "bytes",
+        max_bytes.max(rule.unwrap_or(0.0)),
+    );
+    let plot = frame.plot;
     let (x_max, x_step) = nice_axis(max_lines);
-    let (y_max, y_step) = nice_axis(max_bytes.max(rule.unwrap_or(0.0)));
     let series = all
         .iter()
         .map(|(b, points)| {
@@ -303,19 +323,14 @@ fn footprint_chart(
         })
         .collect();
     LineChart {
-        title: title.to_owned(),
-        caption: caption.to_owned(),
         x_ticks: ticks(x_max, x_step, |v| plot.x(v, x_max)),
-        y_ticks: ticks(y_max, y_step, |v| plot.y(v, y_max)),
         x_label: "cart lines".to_owned(),
-        y_label: "bytes".to_owned(),
         series,
         rule: rule.map(|limit| Rule {
             y: plot.y(limit, y_max),
             label: format!("browser limit, {limit:.0} B"),
         }),
-        legend: legend(report),
-        plot,
+        frame,
     }
 }
 
@@ -327,7 +342,6 @@ fn speed_chart(
     value: impl Fn(&super::report::ScenarioResult) -> f64,
     unit: &str,
 ) -> BarChart {
-    let plot = Plot::new();
     let measured: Vec<_> = report
         .backends
         .iter()
@@ -345,7 +359,8 @@ fn speed_chart(
         .iter()
         .flat_map(|(_, s)| s.scenarios.iter().map(&value))
         .fold(0.0, f64::max);
-    let (y_max, y_step) = nice_axis(max);
+    let (frame, y_max) = Frame::new(report, title, caption, y_label, max);
+    let plot = frame.plot;
     let group_count = scenarios.len().max(1);
     let group_width = (plot.right - plot.left) / f64::from(u32::try_from(group_count).unwrap_or(1));
     let per_group = measured.len().max(1);
@@ -383,14 +398,9 @@ fn speed_chart(
         }
     }
     BarChart {
-        title: title.to_owned(),
-        caption: caption.to_owned(),
+        frame,
         groups,
-        y_ticks: ticks(y_max, y_step, |v| plot.y(v, y_max)),
-        y_label: y_label.to_owned(),
         bars,
-        legend: legend(report),
-        plot,
     }
 }
 

@@ -219,121 +219,56 @@ impl Runner {
                 .with_cookie_revocation(target.cookie_revocation);
         }
         let bin = self.binary.as_path();
+        let parallel = self.parallel;
+        let guest_count = self.guests;
+        let max = self.cart_max_lines;
         let restart = self
-            .step(target, "restart (SIGTERM)", describe_seen, async |sb| {
+            .step(target, "restart (SIGTERM)", async |sb| {
                 experiments::survive(bin, sb, Signal::Term).await
             })
             .await;
         let crash = self
-            .step(target, "crash (SIGKILL)", describe_seen, async |sb| {
+            .step(target, "crash (SIGKILL)", async |sb| {
                 experiments::survive(bin, sb, Signal::Kill).await
             })
             .await;
         let instances = self
-            .step(target, "two instances", describe_seen, async |sb| {
+            .step(target, "two instances", async |sb| {
                 experiments::two_instances(bin, sb).await
             })
             .await;
         let logout_replay = self
-            .step(
-                target,
-                "logout replay",
-                |r: &report::Replay| {
-                    if r.accepted {
-                        "the saved cookie is still accepted".to_owned()
-                    } else {
-                        "the saved cookie is rejected".to_owned()
-                    }
-                },
-                async |sb| experiments::logout_replay(bin, sb).await,
-            )
+            .step(target, "logout replay", async |sb| {
+                experiments::logout_replay(bin, sb).await
+            })
             .await;
         let expiry = self
-            .step(
-                target,
-                "idle expiry",
-                |e: &report::Expiry| {
-                    format!(
-                        "after {:.1} s idle (timeout {} s) the session {}",
-                        e.idle_secs,
-                        e.idle_timeout_secs,
-                        if e.ended { "has ended" } else { "is still on" }
-                    )
-                },
-                async |sb| experiments::expiry(bin, sb).await,
-            )
+            .step(target, "idle expiry", async |sb| {
+                experiments::expiry(bin, sb).await
+            })
             .await;
-        let parallel = self.parallel;
         let parallel_writes = self
-            .step(
-                target,
-                "parallel writes",
-                |p: &report::ParallelWrites| {
-                    format!(
-                        "{} rounds of {} adds at once: {} acknowledged, {} lost",
-                        p.rounds, p.parallel, p.acknowledged, p.lost
-                    )
-                },
-                async |sb| experiments::parallel_writes(bin, sb, parallel).await,
-            )
+            .step(target, "parallel writes", async |sb| {
+                experiments::parallel_writes(bin, sb, parallel).await
+            })
             .await;
-        let guest_count = self.guests;
         let guests = self
-            .step(
-                target,
-                "guests",
-                |g: &report::Guests| {
-                    format!(
-                        "{} guests with {} lines: cookie {} B, server {} B each, RSS +{}; \
-                         {} of {} carts after a restart",
-                        g.guests,
-                        g.lines_each,
-                        g.cookie_bytes,
-                        g.server_bytes_each,
-                        g.rss_growth_bytes
-                            .map_or_else(|| "n/a".to_owned(), |b| format!("{} kB", b / 1000)),
-                        g.kept_after_restart,
-                        g.sampled_after_restart
-                    )
-                },
-                async |sb| experiments::guests(bin, sb, guest_count).await,
-            )
+            .step(target, "guests", async |sb| {
+                experiments::guests(bin, sb, guest_count).await
+            })
             .await;
-        let max = self.cart_max_lines;
         let footprint = self
-            .step(
-                target,
-                "footprint",
-                |f: &report::Footprint| {
-                    let at = f.at(max).map_or_else(String::new, |p| {
-                        format!(
-                            "at {} lines cookie {} B, server {} B; ",
-                            p.lines, p.cookie_bytes, p.server_bytes
-                        )
-                    });
-                    match f.probe.refused_at {
-                        Some(n) => format!(
-                            "{at}line {n} refused ({})",
-                            f.probe.refusal_status.unwrap_or_default()
-                        ),
-                        None => format!("{at}all {} lines accepted", f.probe.cap),
-                    }
-                },
-                async |sb| experiments::footprint(bin, sb, max).await,
-            )
+            .step(target, "footprint", async |sb| {
+                experiments::footprint(bin, sb, max).await
+            })
             .await;
         let speed = self
-            .step(
-                target,
-                "speed",
-                |_: &report::Speed| "done".to_owned(),
-                async |sb| {
-                    load::speed(bin, sb, self.concurrency, self.duration, |line| {
-                        eprintln!("compare: {variant}:   {line}");
-                    })
-                    .await
-                },
-            )
+            .step(target, "speed", async |sb| {
+                load::speed(bin, sb, self.concurrency, self.duration, |line| {
+                    eprintln!("compare: {variant}:   {line}");
+                })
+                .await
+            })
             .await;
         BackendReport {
             backend,
@@ -354,11 +289,10 @@ impl Runner {
     }
 
     /// Runs one experiment in a fresh sandbox, removes the sandbox, and says how it went.
-    async fn step<T>(
+    async fn step<T: Said>(
         &self,
         target: &Target,
         label: &str,
-        describe: impl Fn(&T) -> String,
         experiment: impl AsyncFnOnce(&Sandbox) -> anyhow::Result<T>,
     ) -> Outcome<T> {
         let began = Instant::now();
@@ -371,7 +305,7 @@ impl Runner {
         .await;
         let outcome = Outcome::from_result(result);
         let said = match &outcome {
-            Outcome::Measured(t) => describe(t),
+            Outcome::Measured(t) => t.said(),
             Outcome::Failed(why) => format!("FAILED: {why}"),
             Outcome::Skipped(why) => format!("skipped: {why}"),
         };
@@ -384,11 +318,93 @@ impl Runner {
     }
 }
 
-fn describe_seen(seen: &report::Seen) -> String {
-    format!(
-        "logged in: {}, cart {} of {} lines",
-        if seen.logged_in { "yes" } else { "no" },
-        seen.cart_lines,
-        seen.cart_lines_before
-    )
+/// What an experiment's result says on the progress line.
+trait Said {
+    fn said(&self) -> String;
+}
+
+impl Said for report::Seen {
+    fn said(&self) -> String {
+        format!(
+            "logged in: {}, cart {} of {} lines",
+            if self.logged_in { "yes" } else { "no" },
+            self.cart_lines,
+            self.cart_lines_before
+        )
+    }
+}
+
+impl Said for report::Replay {
+    fn said(&self) -> String {
+        if self.accepted {
+            "the saved cookie is still accepted".to_owned()
+        } else {
+            "the saved cookie is rejected".to_owned()
+        }
+    }
+}
+
+impl Said for report::Expiry {
+    fn said(&self) -> String {
+        format!(
+            "after {:.1} s idle (timeout {} s) the session {}",
+            self.idle_secs,
+            self.idle_timeout_secs,
+            if self.ended {
+                "has ended"
+            } else {
+                "is still on"
+            }
+        )
+    }
+}
+
+impl Said for report::ParallelWrites {
+    fn said(&self) -> String {
+        format!(
+            "{} rounds of {} adds at once: {} acknowledged, {} lost",
+            self.rounds, self.parallel, self.acknowledged, self.lost
+        )
+    }
+}
+
+impl Said for report::Guests {
+    fn said(&self) -> String {
+        format!(
+            "{} guests with {} lines: cookie {} B, server {} B each, RSS +{}; \
+             {} of {} carts after a restart",
+            self.guests,
+            self.lines_each,
+            self.cookie_bytes,
+            self.server_bytes_each,
+            self.rss_growth_bytes
+                .map_or_else(|| "n/a".to_owned(), |b| format!("{} kB", b / 1000)),
+            self.kept_after_restart,
+            self.sampled_after_restart
+        )
+    }
+}
+
+impl Said for report::Footprint {
+    fn said(&self) -> String {
+        let at = self.points.last().map_or_else(String::new, |p| {
+            format!(
+                "at {} lines cookie {} B, server {} B; ",
+                p.lines, p.cookie_bytes, p.server_bytes
+            )
+        });
+        match self.probe.refused_at {
+            Some(n) => format!(
+                "{at}line {n} refused ({})",
+                self.probe.refusal_status.unwrap_or_default()
+            ),
+            None => format!("{at}all {} lines accepted", self.probe.cap),
+        }
+    }
+}
+
+impl Said for report::Speed {
+    fn said(&self) -> String {
+        "done".to_owned()
+    }
 }

@@ -19,7 +19,7 @@ use crate::{
     config::Settings,
     db::Db,
     domain::{
-        accounts::{self, AuthError, Password, RegisterError, Username},
+        accounts::{self, Password, RegisterError, Username},
         cart::CartMerge,
         now_epoch, secs,
     },
@@ -134,24 +134,6 @@ async fn credentials_form(
         username: String::new(),
         next,
     })
-}
-
-impl From<AuthError> for AppError {
-    fn from(err: AuthError) -> Self {
-        match err {
-            AuthError::Busy(_) => busy(),
-            AuthError::Database(err) => err.into(),
-            AuthError::Hashing(err) => Self::Internal(err),
-        }
-    }
-}
-
-/// Every password-hashing slot stayed busy: 503 with `Retry-After`, nothing changed.
-fn busy() -> AppError {
-    tracing::warn!("every password-hashing slot is busy");
-    AppError::Unavailable {
-        what: "Password checking",
-    }
 }
 
 /// What the page says about a guest cart that came along into a login, if anything.
@@ -284,9 +266,7 @@ pub async fn register(
             Ok(see_other(&next))
         }
         Err(RegisterError::Taken) => refuse(RegisterError::Taken.to_string()),
-        Err(RegisterError::Database(err)) => Err(err.into()),
-        Err(RegisterError::Busy(_)) => Err(busy()),
-        Err(RegisterError::Hashing(err)) => Err(AppError::Internal(err)),
+        Err(other) => Err(other.into()),
     }
 }
 

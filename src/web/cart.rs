@@ -14,7 +14,7 @@ use crate::{
     domain::{
         cart::{Cart, Quantity, QuantityError},
         catalog::{Money, Product, ProductId},
-        orders::{self, CheckoutError},
+        orders,
         snapshot::{Catalog, Snapshot},
     },
     session::state::{Flash, TypedSession},
@@ -320,31 +320,23 @@ pub async fn checkout(
                 .to_owned(),
         ));
     }
-    match orders::checkout(&db, user.id, &cart, &key).await {
-        Ok(done) => {
-            // This instance's own change shows at once; others see it within a poll.
-            if let Err(err) = catalog.refresh().await {
-                tracing::warn!(error = %err, "could not refresh the catalog after a checkout");
-            }
-            let message = format!("Thank you! Order #{} is placed.", done.order_id());
-            // Take out what was ordered; a line added while the order was placed stays.
-            session
-                .change(|s| {
-                    let mut now = s.cart();
-                    now.take_ordered(&cart);
-                    s.set_cart(&now);
-                    s.set_flash(Flash::info(message.as_str()));
-                    Ok::<_, AppError>(())
-                })
-                .await?;
-            Ok(see_other(&format!("/orders/{}", done.order_id())))
-        }
-        Err(CheckoutError::EmptyCart) => Err(AppError::Unprocessable(
-            CheckoutError::EmptyCart.to_string(),
-        )),
-        Err(CheckoutError::Database(err)) => Err(err.into()),
-        Err(refused) => Err(AppError::Conflict(refused.to_string())),
+    let done = orders::checkout(&db, user.id, &cart, &key).await?;
+    // This instance's own change shows at once; others see it within a poll.
+    if let Err(err) = catalog.refresh().await {
+        tracing::warn!(error = %err, "could not refresh the catalog after a checkout");
     }
+    let message = format!("Thank you! Order #{} is placed.", done.order_id());
+    // Take out what was ordered; a line added while the order was placed stays.
+    session
+        .change(|s| {
+            let mut now = s.cart();
+            now.take_ordered(&cart);
+            s.set_cart(&now);
+            s.set_flash(Flash::info(message.as_str()));
+            Ok::<_, AppError>(())
+        })
+        .await?;
+    Ok(see_other(&format!("/orders/{}", done.order_id())))
 }
 
 /// Whether a request came without a body: no content type and no length (or zero).

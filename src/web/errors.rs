@@ -13,7 +13,13 @@ use actix_web::{
 use askama::Template;
 
 use super::{Chrome, Site, Tab};
-use crate::session::{MAX_COOKIE_BYTES, state::ChangeError};
+use crate::{
+    domain::{
+        accounts::{AuthError, Busy, RegisterError},
+        orders::CheckoutError,
+    },
+    session::{MAX_COOKIE_BYTES, state::ChangeError},
+};
 
 /// Everything a handler can fail with; the status decides the page, the cause is only logged.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +95,50 @@ impl From<sqlx::Error> for AppError {
                 }
             }
             other => Self::Internal(anyhow::Error::new(other).context("database query failed")),
+        }
+    }
+}
+
+/// Every password-hashing slot stayed busy: 503 with `Retry-After`, nothing changed.
+impl From<Busy> for AppError {
+    fn from(_: Busy) -> Self {
+        tracing::warn!("every password-hashing slot is busy");
+        Self::Unavailable {
+            what: "Password checking",
+        }
+    }
+}
+
+impl From<AuthError> for AppError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Busy(busy) => busy.into(),
+            AuthError::Database(err) => err.into(),
+            AuthError::Hashing(err) => Self::Internal(err),
+        }
+    }
+}
+
+/// A taken name is a conflict here; the register form shows it on the form instead.
+impl From<RegisterError> for AppError {
+    fn from(err: RegisterError) -> Self {
+        match err {
+            RegisterError::Taken => Self::Conflict(err.to_string()),
+            RegisterError::Busy(busy) => busy.into(),
+            RegisterError::Database(err) => err.into(),
+            RegisterError::Hashing(err) => Self::Internal(err),
+        }
+    }
+}
+
+/// A refused checkout orders nothing: an empty cart is unprocessable, a cart the stock can no
+/// longer serve is a conflict to resolve in the cart.
+impl From<CheckoutError> for AppError {
+    fn from(err: CheckoutError) -> Self {
+        match err {
+            CheckoutError::EmptyCart => Self::Unprocessable(err.to_string()),
+            CheckoutError::Database(err) => err.into(),
+            refused => Self::Conflict(refused.to_string()),
         }
     }
 }
