@@ -404,10 +404,48 @@ fn speed_chart(
     }
 }
 
-/// A row of the footprint or speed detail tables.
-pub struct DetailRow {
+/// A table of details below a chart: a row per backend (or per backend and scenario).
+pub struct DetailTable {
+    /// Its `data-test` name.
+    pub test: &'static str,
+    /// Column headings, first the backend.
+    pub headers: Vec<String>,
     /// Cells, first the backend.
-    pub cells: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// How many leading columns are text; the rest are numbers.
+    pub text_columns: usize,
+}
+
+impl DetailTable {
+    /// The rows `rows_of` gives each backend, each led by the backend's name.
+    fn new(
+        test: &'static str,
+        headers: Vec<String>,
+        report: &Report,
+        rows_of: impl Fn(&BackendReport) -> Vec<Vec<String>>,
+    ) -> Self {
+        let rows = report
+            .backends
+            .iter()
+            .flat_map(|b| {
+                rows_of(b).into_iter().map(|cells| {
+                    let mut row = vec![b.variant.clone()];
+                    row.extend(cells);
+                    row
+                })
+            })
+            .collect();
+        Self {
+            test,
+            headers,
+            rows,
+            text_columns: 1,
+        }
+    }
+}
+
+fn headers(names: &[&str]) -> Vec<String> {
+    names.iter().map(|&n| n.to_owned()).collect()
 }
 
 #[derive(Template)]
@@ -416,11 +454,10 @@ struct ReportPage<'a> {
     report: &'a Report,
     columns: &'static [&'static str],
     rows: Vec<Vec<Cell>>,
-    footprint_headers: Vec<String>,
-    footprint_rows: Vec<DetailRow>,
-    parallel_rows: Vec<DetailRow>,
-    guest_rows: Vec<DetailRow>,
-    speed_rows: Vec<DetailRow>,
+    footprint: DetailTable,
+    parallel: DetailTable,
+    guests: DetailTable,
+    speed: DetailTable,
     line_charts: Vec<LineChart>,
     bar_charts: Vec<BarChart>,
     notes: Vec<String>,
@@ -432,49 +469,59 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
     let mut footprint_headers = vec!["backend".to_owned()];
     footprint_headers.extend(sizes.iter().map(|n| format!("{n} lines")));
     footprint_headers.push("refuses".to_owned());
-    let footprint_rows = report
-        .backends
-        .iter()
-        .filter_map(|b| {
-            let f = b.footprint.measured()?;
-            let mut cells = vec![b.variant.clone()];
-            cells.extend(sizes.iter().map(|&n| {
+    let footprint = DetailTable::new("footprint", footprint_headers, report, |b| {
+        let Some(f) = b.footprint.measured() else {
+            return Vec::new();
+        };
+        let mut cells: Vec<String> = sizes
+            .iter()
+            .map(|&n| {
                 f.at(n).map_or("-".to_owned(), |p| {
                     format!("{} / {}", p.cookie_bytes, p.server_bytes)
                 })
-            }));
-            cells.push(f.probe.refused_at.map_or_else(
-                || format!("none up to {} lines", f.probe.cap),
-                |n| format!("line {n} ({})", f.probe.refusal_status.unwrap_or_default()),
-            ));
-            Some(DetailRow { cells })
-        })
-        .collect();
-    let parallel_rows = report
-        .backends
-        .iter()
-        .filter_map(|b| {
-            let p = b.parallel_writes.measured()?;
-            Some(DetailRow {
-                cells: vec![
-                    b.variant.clone(),
-                    p.parallel.to_string(),
-                    p.rounds.to_string(),
-                    p.acknowledged.to_string(),
-                    p.kept.to_string(),
-                    p.lost.to_string(),
-                ],
             })
-        })
-        .collect();
-    let guest_rows = report
-        .backends
-        .iter()
-        .filter_map(|b| {
-            let g = b.guests.measured()?;
-            Some(DetailRow {
-                cells: vec![
-                    b.variant.clone(),
+            .collect();
+        cells.push(f.probe.refused_at.map_or_else(
+            || format!("none up to {} lines", f.probe.cap),
+            |n| format!("line {n} ({})", f.probe.refusal_status.unwrap_or_default()),
+        ));
+        vec![cells]
+    });
+    let parallel = DetailTable::new(
+        "parallel-writes",
+        headers(&[
+            "backend",
+            "adds at once",
+            "rounds",
+            "acknowledged",
+            "in the cart",
+            "lost",
+        ]),
+        report,
+        |b| {
+            b.parallel_writes.measured().map_or_else(Vec::new, |p| {
+                vec![
+                    [p.parallel, p.rounds, p.acknowledged, p.kept, p.lost]
+                        .map(|n| n.to_string())
+                        .to_vec(),
+                ]
+            })
+        },
+    );
+    let guests = DetailTable::new(
+        "guests",
+        headers(&[
+            "backend",
+            "guests",
+            "cookie bytes each",
+            "server bytes each",
+            "server RSS growth",
+            "carts after a restart",
+        ]),
+        report,
+        |b| {
+            b.guests.measured().map_or_else(Vec::new, |g| {
+                vec![vec![
                     g.guests.to_string(),
                     g.cookie_bytes.to_string(),
                     g.server_bytes_each.to_string(),
@@ -483,20 +530,27 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
                         |b| super::table::bytes(usize::try_from(b).unwrap_or(usize::MAX)),
                     ),
                     format!("{} of {}", g.kept_after_restart, g.sampled_after_restart),
-                ],
+                ]]
             })
-        })
-        .collect();
-    let speed_rows = report
-        .backends
-        .iter()
-        .filter_map(|b| Some((b, b.speed.measured()?)))
-        .flat_map(|(b, speed)| {
-            speed.scenarios.iter().map(move |s| DetailRow {
-                cells: super::table::speed_row(&b.variant, s),
-            })
-        })
-        .collect();
+        },
+    );
+    let speed = DetailTable {
+        text_columns: 3,
+        ..DetailTable::new(
+            "speed",
+            headers(&super::table::SPEED_HEADERS),
+            report,
+            |b| {
+                b.speed.measured().map_or_else(Vec::new, |speed| {
+                    speed
+                        .scenarios
+                        .iter()
+                        .map(|s| super::table::speed_row(&b.variant, s).split_off(1))
+                        .collect()
+                })
+            },
+        )
+    };
     let mut notes = Vec::new();
     for b in &report.backends {
         if let Some(why) = &b.skipped {
@@ -514,11 +568,10 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
             .iter()
             .map(|b| b.cells(report.cart_max_lines))
             .collect(),
-        footprint_headers,
-        footprint_rows,
-        parallel_rows,
-        guest_rows,
-        speed_rows,
+        footprint,
+        parallel,
+        guests,
+        speed,
         line_charts: vec![
             footprint_chart(
                 report,

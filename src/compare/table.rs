@@ -212,20 +212,7 @@ impl Report {
                 self.machine.build,
                 self.machine.cores
             );
-            out.push_str(&text_table(
-                &[
-                    "backend",
-                    "request",
-                    "kind",
-                    "req/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "CPU us/req",
-                    "requests",
-                    "errors",
-                ],
-                &speed_rows,
-            ));
+            out.push_str(&text_table(&SPEED_HEADERS, &speed_rows));
         }
 
         let sizes = footprint_sizes(self);
@@ -271,6 +258,19 @@ impl Report {
         out
     }
 }
+
+/// The headings of [`speed_row`]'s cells.
+pub const SPEED_HEADERS: [&str; 9] = [
+    "backend",
+    "request",
+    "kind",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "CPU us/req",
+    "requests",
+    "errors",
+];
 
 /// One scenario's row of the speed tables (terminal and HTML): backend, request, kind, req/s,
 /// p50, p99, CPU per request, requests, errors.

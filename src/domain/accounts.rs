@@ -101,18 +101,13 @@ pub enum RegisterError {
     /// Someone has that name already (in any letter case).
     #[error("That username is taken. Please choose another.")]
     Taken,
-    /// The database failed.
+    /// Hashing or the database failed, as they can for a login.
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// Every hashing slot stayed busy for [`HASH_WAIT`].
-    #[error(transparent)]
-    Busy(#[from] Busy),
-    /// Hashing failed or was cancelled.
-    #[error(transparent)]
-    Hashing(#[from] anyhow::Error),
+    Failed(#[from] AuthError),
 }
 
-/// Why a login could not be checked (a wrong password is not an error: it is `Ok(None)`).
+/// Why a login could not be checked (a wrong password is not an error: it is `Ok(None)`), or
+/// an account not created for a reason other than its name.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// Every hashing slot stayed busy for [`HASH_WAIT`].
@@ -315,8 +310,23 @@ pub async fn register(
     username: &Username,
     password: Password,
 ) -> Result<User, RegisterError> {
+    match insert_account(db, username, password).await? {
+        Some(id) => Ok(User {
+            id,
+            username: username.as_str().to_owned(),
+        }),
+        None => Err(RegisterError::Taken),
+    }
+}
+
+/// The new account's id, or `None` when the name is taken.
+async fn insert_account(
+    db: &Db,
+    username: &Username,
+    password: Password,
+) -> Result<Option<i64>, AuthError> {
     let phc = GATE.run(move || hash_blocking(&password.0)).await???;
-    let id: Option<i64> = sqlx::query_scalar(
+    let id = sqlx::query_scalar(
         "INSERT INTO users (username, username_key, password_hash, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (username_key) DO NOTHING RETURNING id",
     )
@@ -326,13 +336,7 @@ pub async fn register(
     .bind(super::now_epoch())
     .fetch_optional(&db.pool)
     .await?;
-    match id {
-        Some(id) => Ok(User {
-            id,
-            username: username.as_str().to_owned(),
-        }),
-        None => Err(RegisterError::Taken),
-    }
+    Ok(id)
 }
 
 /// Checks a username and password. Unknown users and wrong passwords look exactly alike.

@@ -124,9 +124,7 @@ impl From<RegisterError> for AppError {
     fn from(err: RegisterError) -> Self {
         match err {
             RegisterError::Taken => Self::Conflict(err.to_string()),
-            RegisterError::Busy(busy) => busy.into(),
-            RegisterError::Database(err) => err.into(),
-            RegisterError::Hashing(err) => Self::Internal(err),
+            RegisterError::Failed(err) => err.into(),
         }
     }
 }
