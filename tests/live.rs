@@ -5,7 +5,7 @@ mod common;
 
 use std::{pin::Pin, process::Command, time::Duration};
 
-use common::{PASSWORD, TestApp, Variant, client, spawn_app_with};
+use common::{PASSWORD, TestApp, Variant, spawn_app_with};
 use futures_util::{Stream, StreamExt as _};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -116,18 +116,7 @@ async fn a_change_reaches_the_cart_after_another_users_checkout_and_an_admin_pri
     assert!(lease["expires_at"].as_str().is_some());
 
     let rival = TestApp::client_registered(&app, "vic").await;
-    rival
-        .post(app.url("/cart/add"))
-        .form(&[("product_id", "1"), ("quantity", "3")])
-        .send()
-        .await
-        .expect("add");
-    let res = rival
-        .post(app.url("/checkout"))
-        .send()
-        .await
-        .expect("checkout");
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    app.buy_as(&rival, 1, 3).await;
     let change = live.expect("change", 10).await;
     assert_eq!(change["product_id"], 1);
     assert_eq!(change["stock"], 24 - 3);
@@ -170,24 +159,14 @@ async fn polling_returns_exactly_the_changes_since_a_version(variant: Variant) {
     app.register("xia").await;
     app.add_to_cart(1, 1).await;
     app.add_to_cart(3, 1).await;
-    let start: Value = app
-        .get("/cart/changes?since=0")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let start = app.json("/cart/changes?since=0").await;
     let v0 = start["version"].as_i64().expect("version");
     assert_eq!(start["poll_after_secs"], 7);
 
     for (id, cents) in [("1", "1111"), ("2", "2222"), ("3", "3333")] {
         assert_eq!(admin(&app, &["set-price", id, cents]).0, Some(0));
     }
-    let since: Value = app
-        .get(&format!("/cart/changes?since={v0}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let since = app.json(&format!("/cart/changes?since={v0}")).await;
     let changes = since["changes"].as_array().expect("changes");
     let got: Vec<(i64, i64)> = changes
         .iter()
@@ -204,12 +183,9 @@ async fn polling_returns_exactly_the_changes_since_a_version(variant: Variant) {
         "only the cart's products, oldest first"
     );
     let after_first = changes[0]["version"].as_i64().expect("version");
-    let later: Value = app
-        .get(&format!("/cart/changes?since={after_first}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let later = app
+        .json(&format!("/cart/changes?since={after_first}"))
+        .await;
     assert_eq!(later["changes"].as_array().map(Vec::len), Some(1));
     assert!(later["version"].as_i64() >= changes[1]["version"].as_i64());
 
@@ -237,7 +213,7 @@ async fn the_registry_is_bounded_and_ends_the_oldest_lease_first(variant: Varian
     third.expect("lease", 5).await;
     first.expect("lease-expired", 5).await;
     assert_eq!(first.next(5).await, None);
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    let metrics = app.page("/metrics").await;
     assert!(
         metrics.contains("statecart_live_leases_active 2"),
         "{metrics}"
@@ -264,30 +240,22 @@ async fn a_restart_drops_every_lease_and_polling_still_tells_the_truth(variant: 
     assert_eq!(live.next(10).await, None);
     assert_eq!(admin(&app, &["set-stock", "4", "2"]).0, Some(0));
     if variant != Variant::Memory {
-        let polled: Value = app
-            .get(&format!("/cart/changes?since={version}"))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let polled = app.json(&format!("/cart/changes?since={version}")).await;
         assert_eq!(
             polled["changes"][0]["stock"], 2,
             "polling reads the database: {polled}"
         );
     }
+    let metrics = app.page("/metrics").await;
     assert!(
-        app.get("/metrics")
-            .await
-            .text()
-            .await
-            .expect("metrics")
-            .contains("statecart_live_leases_active 0")
+        metrics.contains("statecart_live_leases_active 0"),
+        "{metrics}"
     );
 }
 
 async fn admin_commands_refuse_bad_values_and_change_nothing(variant: Variant) {
     let app = live_app(variant, 60).await;
-    let before: Value = app.get("/products.json").await.json().await.expect("json");
+    let before = app.json("/products.json").await;
     for args in [
         ["set-price", "1", "-5"],
         ["set-price", "1", "12.50"],
@@ -302,7 +270,7 @@ async fn admin_commands_refuse_bad_values_and_change_nothing(variant: Variant) {
         assert!(stderr.contains("nothing was changed"), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
     }
-    let after: Value = app.get("/products.json").await.json().await.expect("json");
+    let after = app.json("/products.json").await;
     assert_eq!(before, after);
 }
 
@@ -323,20 +291,12 @@ async fn the_admin_page_is_for_admins_only_and_refuses_bad_values(variant: Varia
 
     // `admin_users` names root, but root had no account at start: registering grants nothing.
     let root = TestApp::client_registered(&app, "root").await;
-    let page = root
-        .get(app.url("/admin/products"))
-        .send()
-        .await
-        .expect("GET");
+    let page = app.get_as(&root, "/admin/products").await;
     assert_eq!(page.status(), StatusCode::FORBIDDEN);
     assert_eq!(admin(&app, &["grant", "root"]).0, Some(0));
-    let page = root
-        .get(app.url("/admin/products"))
-        .send()
-        .await
-        .expect("GET");
+    let page = app.get_as(&root, "/admin/products").await;
     assert_eq!(page.status(), StatusCode::OK);
-    let before: Value = app.get("/products.json").await.json().await.expect("json");
+    let before = app.json("/products.json").await;
     for (form, status) in [
         (
             vec![("product_id", "1"), ("price_cents", "-1")],
@@ -360,25 +320,16 @@ async fn the_admin_page_is_for_admins_only_and_refuses_bad_values(variant: Varia
             StatusCode::BAD_REQUEST,
         ),
     ] {
-        let res = root
-            .post(app.url("/admin/products"))
-            .form(&form)
-            .send()
-            .await
-            .expect("POST");
+        let res = app.post_form_as(&root, "/admin/products", &form).await;
         assert_eq!(res.status(), status, "{form:?}");
     }
-    let after: Value = app.get("/products.json").await.json().await.expect("json");
+    let after = app.json("/products.json").await;
     assert_eq!(before, after, "refused changes changed nothing");
 
-    let res = root
-        .post(app.url("/admin/products"))
-        .form(&[("product_id", "1"), ("price_cents", "999"), ("stock", "4")])
-        .send()
-        .await
-        .expect("POST");
+    let form = [("product_id", "1"), ("price_cents", "999"), ("stock", "4")];
+    let res = app.post_form_as(&root, "/admin/products", &form).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let product = app.get("/products/1").await.text().await.expect("body");
+    let product = app.page("/products/1").await;
     assert!(product.contains("$9.99") && product.contains("Only 4 left"));
 }
 
@@ -386,20 +337,18 @@ async fn admin_is_a_role_of_an_account_granted_and_revoked_by_command(variant: V
     let app = live_app(variant, 60).await;
     // Whoever registers a name from admin_users after the start, in any letter case, is no admin.
     let squatter = TestApp::client_registered(&app, "ROOT").await;
-    let status = |client: reqwest::Client| {
-        let url = app.url("/admin/products");
-        async move { client.get(url).send().await.expect("GET").status() }
-    };
-    assert_eq!(status(squatter.clone()).await, StatusCode::FORBIDDEN);
+    let status =
+        async |client: &reqwest::Client| app.get_as(client, "/admin/products").await.status();
+    assert_eq!(status(&squatter).await, StatusCode::FORBIDDEN);
 
     let (code, stderr) = admin(&app, &["grant", "nobody-here"]);
     assert_eq!(code, Some(2), "an unknown account is refused: {stderr}");
     assert!(stderr.contains("nobody-here"), "{stderr}");
     assert_eq!(admin(&app, &["grant", "root"]).0, Some(0));
-    assert_eq!(status(squatter.clone()).await, StatusCode::OK);
+    assert_eq!(status(&squatter).await, StatusCode::OK);
     assert_eq!(admin(&app, &["revoke", "Root"]).0, Some(0));
     assert_eq!(
-        status(squatter.clone()).await,
+        status(&squatter).await,
         StatusCode::FORBIDDEN,
         "a revoke holds at once, for sessions already logged in"
     );
@@ -407,11 +356,7 @@ async fn admin_is_a_role_of_an_account_granted_and_revoked_by_command(variant: V
     // admin_users grants the accounts that exist when the server starts.
     let app = app.restart().await;
     let root = app.login_new_client("ROOT").await;
-    let res = root
-        .get(app.url("/admin/products"))
-        .send()
-        .await
-        .expect("GET");
+    let res = app.get_as(&root, "/admin/products").await;
     assert_eq!(res.status(), StatusCode::OK, "granted at start");
 }
 
@@ -423,19 +368,19 @@ async fn an_old_login_confirms_price_changes_with_the_password(variant: Variant)
     .await;
     app.register("root").await;
     assert_eq!(admin(&app, &["grant", "root"]).0, Some(0));
-    let page = app.get("/admin/products").await.text().await.expect("body");
+    let page = app.page("/admin/products").await;
     assert!(
         page.contains("data-test=\"admin-password\""),
         "the form asks"
     );
-    let before: Value = app.get("/products.json").await.json().await.expect("json");
+    let before = app.json("/products.json").await;
     for password in [None, Some(""), Some("not the password")] {
         let mut form = vec![("product_id", "1"), ("price_cents", "1")];
         form.extend(password.map(|p| ("password", p)));
         let res = app.post_form("/admin/products", &form).await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{password:?}");
     }
-    let after: Value = app.get("/products.json").await.json().await.expect("json");
+    let after = app.json("/products.json").await;
     assert_eq!(before, after, "no change without the password");
     let res = app
         .post_form(
@@ -448,7 +393,7 @@ async fn an_old_login_confirms_price_changes_with_the_password(variant: Variant)
         )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let product = app.get("/products/1").await.text().await.expect("body");
+    let product = app.page("/products/1").await;
     assert!(product.contains("$0.01"));
 }
 
@@ -473,25 +418,8 @@ async fn a_checkout_on_one_instance_reaches_a_subscriber_on_another() {
     // The same browser, now talking to instance b (same database, same key).
     let mut live = Sse::open(&a.client, b.url("/cart/live")).await;
     live.expect("lease", 5).await;
-    let buyer = client();
-    buyer
-        .post(a.url("/register"))
-        .form(&[("username", "bob"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("register");
-    buyer
-        .post(a.url("/cart/add"))
-        .form(&[("product_id", "5"), ("quantity", "2")])
-        .send()
-        .await
-        .expect("add");
-    let res = buyer
-        .post(a.url("/checkout"))
-        .send()
-        .await
-        .expect("checkout");
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let buyer = TestApp::client_registered(&a, "bob").await;
+    a.buy_as(&buyer, 5, 2).await;
     let change = live.expect("change", 10).await;
     assert_eq!(
         (change["product_id"].clone(), change["stock"].clone()),

@@ -35,7 +35,7 @@ async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
     let res = app.post_form("/logout", &[]).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_no_set_cookie(&res, "logout during an outage");
-    let page = app.get("/account").await.text().await.expect("body");
+    let page = app.page("/account").await;
     assert!(
         page.contains("The session store is not answering"),
         "a page a person understands"
@@ -148,6 +148,14 @@ async fn outage_and_recovery(app: &common::TestApp, proxy: &common::proxy::Proxy
     assert_eq!(app.stock_of(2).await, stock - 2);
 }
 
+/// Checks that the catalog pages answer while `what` is away.
+async fn the_catalog_serves_without(app: &common::TestApp, what: &str) {
+    for path in ["/", "/products", "/products/2", "/products.json"] {
+        let status = app.get(path).await.status();
+        assert_eq!(status, StatusCode::OK, "{path} without {what}");
+    }
+}
+
 #[tokio::test]
 async fn redis_unreachable_then_back_answers_503_then_continues_the_same_session() {
     if !Variant::Redis.is_available() {
@@ -166,13 +174,7 @@ async fn redis_unreachable_then_back_answers_503_then_continues_the_same_session
     outage_and_recovery(&app, &proxy, "redis").await;
     // The stateless half never needed Redis.
     proxy.close();
-    for path in ["/", "/products", "/products/2", "/products.json"] {
-        assert_eq!(
-            app.get(path).await.status(),
-            StatusCode::OK,
-            "{path} without Redis"
-        );
-    }
+    the_catalog_serves_without(&app, "Redis").await;
     proxy.open().await;
 }
 
@@ -204,13 +206,7 @@ async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_sess
     // Catalog pages come from the in-memory snapshot: they keep serving while the database
     // is down (soft state: the last catalog this instance read).
     proxy.close();
-    for path in ["/", "/products", "/products/2", "/products.json"] {
-        assert_eq!(
-            app.get(path).await.status(),
-            StatusCode::OK,
-            "{path} without the database"
-        );
-    }
+    the_catalog_serves_without(&app, "the database").await;
     // What needs the database answers 503, never hangs: the health check says so.
     let started = std::time::Instant::now();
     let res = app.get("/healthz").await;
@@ -220,12 +216,9 @@ async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_sess
         "bounded by the pool timeout"
     );
     // A login needs the database as well: the documented 503, never a 500.
-    let res = common::client()
-        .post(app.url("/login"))
-        .form(&[("username", "xena"), ("password", common::PASSWORD)])
-        .send()
-        .await
-        .expect("POST /login");
+    let res = app
+        .log_in_as(&common::client(), "xena", common::PASSWORD)
+        .await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "login");
     assert!(res.headers().contains_key("retry-after"), "login");
     proxy.open().await;

@@ -6,37 +6,18 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    PASSWORD, TestApp, Variant, assert_no_set_cookie, client, client_with_cookie, session_cookie,
-    spawn_app, spawn_app_with,
+    PASSWORD, TestApp, Variant, assert_no_set_cookie, body, client, client_with_cookie,
+    credentials, location, session_cookie, set_cookie_header, spawn_app, spawn_app_with,
 };
 use reqwest::StatusCode;
 use statecart::config::SessionBackend;
 
-fn location(res: &reqwest::Response) -> &str {
-    res.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
-
 async fn registering_logs_in_with_a_303(variant: Variant) {
     let app = spawn_app(variant).await;
-    let res = app
-        .post_form(
-            "/register",
-            &[("username", "alice"), ("password", PASSWORD)],
-        )
-        .await;
+    let res = app.post_form("/register", &credentials("alice")).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/");
-    let cookie = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("statecart="))
-        .expect("a session cookie")
-        .to_owned();
+    let cookie = set_cookie_header(&res, "statecart").expect("a session cookie");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
     }
@@ -53,33 +34,17 @@ async fn login_and_logout_work_and_logout_clears_the_cookie(variant: Variant) {
     let browser = app.login_new_client("bob").await;
     assert!(app.is_logged_in(&browser).await);
 
-    let res = browser.post(app.url("/logout")).send().await.expect("POST");
+    let res = app.post_as(&browser, "/logout").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/login?loggedout=1");
-    let removal = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("statecart="))
-        .expect("the cookie is removed")
-        .to_owned();
+    let removal = set_cookie_header(&res, "statecart").expect("the cookie is removed");
     assert!(
         removal.contains("Max-Age=0") || removal.contains("Expires"),
         "{removal}"
     );
     assert!(!app.is_logged_in(&browser).await);
-    let page = browser
-        .get(app.url("/login?loggedout=1"))
-        .send()
-        .await
-        .expect("GET");
-    assert!(
-        page.text()
-            .await
-            .expect("body")
-            .contains("You have logged out.")
-    );
+    let page = body(app.get_as(&browser, "/login?loggedout=1").await).await;
+    assert!(page.contains("You have logged out."));
 }
 
 async fn stateful_pages_without_login_redirect_to_login_with_next(variant: Variant) {
@@ -87,12 +52,7 @@ async fn stateful_pages_without_login_redirect_to_login_with_next(variant: Varia
     let res = app.get("/account").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/login?next=%2Faccount");
-    let page = app
-        .get("/login?next=%2Faccount")
-        .await
-        .text()
-        .await
-        .expect("body");
+    let page = app.page("/login?next=%2Faccount").await;
     assert!(
         page.contains("Please log in (or create an account) to continue"),
         "the page says why"
@@ -108,14 +68,11 @@ async fn a_taken_username_gets_a_friendly_422_whatever_its_case(variant: Variant
     app.register("Carol").await;
     let other = client();
     for name in ["Carol", "carol", "CAROL"] {
-        let res = other
-            .post(app.url("/register"))
-            .form(&[("username", name), ("password", PASSWORD)])
-            .send()
-            .await
-            .expect("POST");
+        let res = app
+            .post_form_as(&other, "/register", &credentials(name))
+            .await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{name}");
-        let body = res.text().await.expect("body");
+        let body = body(res).await;
         assert!(body.contains("That username is taken"), "{name}");
         assert!(
             body.contains(&format!(r#"value="{name}""#)),
@@ -145,19 +102,10 @@ async fn invalid_usernames_and_passwords_are_refused_with_422(variant: Variant) 
             StatusCode::UNPROCESSABLE_ENTITY,
             "{username}/{password}"
         );
-        assert!(
-            res.text().await.expect("body").contains(message),
-            "{message}"
-        );
+        assert!(body(res).await.contains(message), "{message}");
     }
     // A form missing its fields entirely gets the same clear page, not a 5xx.
-    let res = app
-        .client
-        .post(app.url("/register"))
-        .form(&[("x", "y")])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.post_form("/register", &[("x", "y")]).await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         app.session_json().await["user"].is_null(),
@@ -168,20 +116,10 @@ async fn invalid_usernames_and_passwords_are_refused_with_422(variant: Variant) 
 async fn a_wrong_password_and_an_unknown_user_look_exactly_alike(variant: Variant) {
     let app = spawn_app(variant).await;
     app.register("erin").await;
-    let attempt = |username: &'static str, password: &'static str| {
-        let client = client();
-        let url = app.url("/login");
-        async move {
-            let res = client
-                .post(url)
-                .form(&[("username", username), ("password", password)])
-                .send()
-                .await
-                .expect("POST");
-            let status = res.status();
-            let body = res.text().await.expect("body");
-            (status, body.replace(username, "NAME"))
-        }
+    let attempt = async |username: &str, password: &str| {
+        let res = app.log_in_as(&client(), username, password).await;
+        let status = res.status();
+        (status, body(res).await.replace(username, "NAME"))
     };
     let wrong_password = attempt("erin", "not the password").await;
     let unknown_user = attempt("nobody", "not the password").await;
@@ -201,16 +139,12 @@ async fn next_only_ever_leads_to_a_local_path(variant: Variant) {
         ("javascript:alert(1)", "/"),
         ("evil.example", "/"),
     ] {
-        let res = client()
-            .post(app.url("/login"))
-            .form(&[
-                ("username", "frank"),
-                ("password", PASSWORD),
-                ("next", next),
-            ])
-            .send()
-            .await
-            .expect("POST");
+        let form = [
+            ("username", "frank"),
+            ("password", PASSWORD),
+            ("next", next),
+        ];
+        let res = app.post_form_as(&client(), "/login", &form).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER, "{next}");
         assert_eq!(location(&res), expected, "{next}");
     }
@@ -221,9 +155,7 @@ async fn login_issues_a_new_session_id(variant: Variant) {
     app.register("gina").await;
     app.register("hank").await;
     let before = app.cookie().expect("a session cookie");
-    let res = app
-        .post_form("/login", &[("username", "gina"), ("password", PASSWORD)])
-        .await;
+    let res = app.post_form("/login", &credentials("gina")).await;
     let after = session_cookie(&res).expect("login sets a new cookie");
     assert_ne!(before, after);
     assert_eq!(app.session_json().await["user"], "gina");
@@ -238,12 +170,7 @@ async fn an_unknown_session_id_is_never_adopted(variant: Variant) {
     app.register("ivy").await;
     // An attacker plants a cookie; logging in must not keep it.
     let planted = client_with_cookie("planted-by-an-attacker");
-    let res = planted
-        .post(app.url("/login"))
-        .form(&[("username", "ivy"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.log_in_as(&planted, "ivy", PASSWORD).await;
     let issued = session_cookie(&res).expect("a new cookie");
     assert_ne!(issued, "planted-by-an-attacker");
     assert!(!app.is_logged_in(&planted).await);
@@ -253,13 +180,7 @@ async fn a_replayed_pre_logout_cookie_is_rejected_except_on_the_cookie_backend(v
     let app = spawn_app(variant).await;
     app.register("jack").await;
     let saved = app.cookie().expect("cookie");
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.post("/logout").await.status(), StatusCode::SEE_OTHER);
     let replay = client_with_cookie(&saved);
     let still_valid = app.is_logged_in(&replay).await;
     // The documented trade-off: a stateless server cannot revoke what it never stored.
@@ -319,8 +240,7 @@ async fn a_session_ends_at_the_absolute_timeout_whatever_the_activity(variant: V
         }
     }
     assert!(!logged_in, "still logged in after the absolute timeout");
-    let page = app.get("/login").await.text().await.expect("body");
-    assert!(page.contains("maximum length"));
+    assert!(app.page("/login").await.contains("maximum length"));
 }
 
 async fn tampered_garbage_and_oversized_cookies_mean_no_session(variant: Variant) {
@@ -335,21 +255,14 @@ async fn tampered_garbage_and_oversized_cookies_mean_no_session(variant: Variant
     for value in [tampered.as_str(), "garbage", "", "%%%", huge.as_str()] {
         let browser = client_with_cookie(value);
         for path in ["/session.json", "/session", "/account", "/login"] {
-            let res = browser.get(app.url(path)).send().await.expect("GET");
+            let res = app.get_as(&browser, path).await;
             assert!(
                 matches!(res.status(), StatusCode::OK | StatusCode::SEE_OTHER),
                 "{path} with a bad cookie answered {}",
                 res.status()
             );
         }
-        let json: serde_json::Value = browser
-            .get(app.url("/session.json"))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("json");
+        let json = app.session_json_of(&browser).await;
         assert!(json["user"].is_null(), "a bad cookie is no session");
     }
 }
@@ -372,12 +285,7 @@ async fn cross_site_posts_are_refused_and_change_nothing(variant: Variant) {
             .expect("POST");
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{header}: {value}");
         assert_no_set_cookie(&res, "a refused request");
-        assert!(
-            res.text()
-                .await
-                .expect("body")
-                .contains("sent from another site")
-        );
+        assert!(body(res).await.contains("sent from another site"));
         assert!(
             app.is_logged_in(&app.client).await,
             "the refused logout changed nothing"
@@ -386,17 +294,12 @@ async fn cross_site_posts_are_refused_and_change_nothing(variant: Variant) {
     let res = client()
         .post(app.url("/register"))
         .header("origin", "http://evil.example")
-        .form(&[("username", "mallory"), ("password", PASSWORD)])
+        .form(&credentials("mallory"))
         .send()
         .await
         .expect("POST");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let login = client()
-        .post(app.url("/login"))
-        .form(&[("username", "mallory"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let login = app.log_in_as(&client(), "mallory", PASSWORD).await;
     assert_eq!(
         login.status(),
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -476,7 +379,7 @@ async fn the_inspector_reports_where_the_state_lives(variant: Variant) {
             "{key}: {at} is RFC 3339"
         );
     }
-    let page = app.get("/session").await.text().await.expect("body");
+    let page = app.page("/session").await;
     assert!(page.contains(&format!("<code>{}</code>", variant.backend())));
     assert!(page.contains(r#"data-test="inspector-user">pete<"#));
 }
@@ -485,15 +388,10 @@ async fn the_account_page_lists_and_revokes_other_sessions_where_it_can(variant:
     let app = spawn_app(variant).await;
     app.register("quinn").await;
     let laptop = app.login_new_client("quinn").await;
-    let page = app.get("/account").await.text().await.expect("body");
-    let res = app
-        .client
-        .post(app.url("/account/sessions/revoke-others"))
-        .send()
-        .await
-        .expect("POST");
+    let page = app.page("/account").await;
+    let res = app.post("/account/sessions/revoke-others").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let after = app.get("/account").await.text().await.expect("body");
+    let after = app.page("/account").await;
     if variant == Variant::Cookie {
         assert!(page.contains(r#"data-test="cannot-list""#));
         assert!(after.contains("nothing it could revoke"));
@@ -522,9 +420,7 @@ async fn login_posts_are_rate_limited_per_address(variant: Variant) {
             .await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let res = app
-        .post_form("/register", &[("username", "rosa"), ("password", PASSWORD)])
-        .await;
+    let res = app.post_form("/register", &credentials("rosa")).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = res.headers()["retry-after"]
         .to_str()
@@ -532,12 +428,7 @@ async fn login_posts_are_rate_limited_per_address(variant: Variant) {
         .parse()
         .expect("seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
-    assert!(
-        res.text()
-            .await
-            .expect("body")
-            .contains("Too many login attempts")
-    );
+    assert!(body(res).await.contains("Too many login attempts"));
     // Reading the pages is not limited.
     assert_eq!(app.get("/login").await.status(), StatusCode::OK);
 }
@@ -548,20 +439,10 @@ async fn failed_logins_make_that_address_wait_even_with_the_right_password(varia
     let app = spawn_app_with(variant, |s| s.login_rate_limit_per_minute = 0).await;
     app.register("sam").await;
     for _ in 0..statecart::web::guard::FREE_FAILURES {
-        let res = client()
-            .post(app.url("/login"))
-            .form(&[("username", "sam"), ("password", "wrong password")])
-            .send()
-            .await
-            .expect("POST");
+        let res = app.log_in_as(&client(), "sam", "wrong password").await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let res = client()
-        .post(app.url("/login"))
-        .form(&[("username", "SAM"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.log_in_as(&client(), "SAM", PASSWORD).await;
     assert_eq!(
         res.status(),
         StatusCode::TOO_MANY_REQUESTS,
@@ -656,7 +537,7 @@ async fn stored_sessions(app: &TestApp) -> usize {
 
 /// What `/metrics` says the memory backend holds.
 async fn memory_sessions(app: &TestApp) -> u64 {
-    let text = app.get("/metrics").await.text().await.expect("body");
+    let text = app.page("/metrics").await;
     text.lines()
         .find_map(|l| l.strip_prefix("statecart_memory_sessions "))
         .and_then(|n| n.parse().ok())
@@ -673,7 +554,7 @@ async fn send_unrecognised_cookies(app: &TestApp, stale: &str, count: usize) {
         };
         let client = client_with_cookie(&cookie);
         for path in ["/cart", "/login", "/no-such-page"] {
-            let res = client.get(app.url(path)).send().await.expect("GET");
+            let res = app.get_as(&client, path).await;
             assert!(res.status().as_u16() < 500, "{path}: {}", res.status());
         }
     }
@@ -690,13 +571,9 @@ async fn an_unrecognised_cookie_creates_no_server_state(variant: Variant) {
     send_unrecognised_cookies(&app, &stale, 20).await;
     assert_eq!(stored_sessions(&app).await, before, "no record was created");
     // The browser is still told why, once, without any state on the server.
-    let res = client_with_cookie(&stale)
-        .get(app.url("/cart"))
-        .send()
-        .await
-        .expect("GET");
+    let res = app.get_as(&client_with_cookie(&stale), "/cart").await;
     assert_eq!(res.status(), StatusCode::OK, "/cart is open to guests");
-    let page = res.text().await.expect("body");
+    let page = body(res).await;
     assert!(page.contains("Your session has ended"), "{page}");
     assert!(app.is_logged_in(&app.client).await);
 }
@@ -705,15 +582,10 @@ async fn a_flood_of_unknown_cookies_never_evicts_a_logged_in_session(variant: Va
     let app = spawn_app_with(variant, |s| s.memory_max_sessions = 5).await;
     app.register("quinn").await;
     let (other, jar) = common::client_and_jar();
-    let res = other
-        .post(app.url("/login"))
-        .form(&[("username", "quinn"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.log_in_as(&other, "quinn", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let stale = common::cookie_in(&jar, &app.address).expect("cookie");
-    other.post(app.url("/logout")).send().await.expect("POST");
+    app.post_as(&other, "/logout").await;
     assert_eq!(memory_sessions(&app).await, 1);
     send_unrecognised_cookies(&app, &stale, 60).await;
     assert_eq!(memory_sessions(&app).await, 1, "no entry was created");
@@ -739,16 +611,10 @@ async fn a_thousand_guests_never_log_out_a_logged_in_user(variant: Variant) {
         .build()
         .expect("client");
     for n in 0..1000 {
-        let product = (n % 14 + 1).to_string();
-        let res = anonymous
-            .post(app.url("/cart/add"))
-            .form(&[("product_id", product.as_str()), ("quantity", "1")])
-            .send()
-            .await
-            .expect("POST");
+        let res = app.add_to_cart_as(&anonymous, n % 14 + 1, 1).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
     }
-    let text = app.get("/metrics").await.text().await.expect("body");
+    let text = app.page("/metrics").await;
     let guests: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("statecart_memory_guest_sessions "))
@@ -777,11 +643,9 @@ async fn a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go(
     settings.session_key = Some(new_key.clone());
     settings.session_previous_keys = vec![old_key];
     let app = common::start(settings, data).await;
-    let res = client_with_cookie(&old_cookie)
-        .get(app.url("/session.json"))
-        .send()
-        .await
-        .expect("GET");
+    let res = app
+        .get_as(&client_with_cookie(&old_cookie), "/session.json")
+        .await;
     let resealed = session_cookie(&res).expect("the answer re-seals the cookie");
     assert_ne!(resealed, old_cookie);
     let json: serde_json::Value = res.json().await.expect("json");
@@ -796,11 +660,7 @@ async fn a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go(
     assert_eq!(json["user"], "rosa", "{json}");
     assert_eq!(json["cart_lines"], 1);
     assert!(!app.is_logged_in(&client_with_cookie(&old_cookie)).await);
-    let page = client_with_cookie(&old_cookie)
-        .get(app.url("/login"))
-        .send()
-        .await
-        .expect("GET");
+    let page = app.get_as(&client_with_cookie(&old_cookie), "/login").await;
     assert_eq!(
         page.status(),
         StatusCode::OK,
@@ -853,16 +713,11 @@ async fn with_cookie_revocation_logging_out_the_others_keeps_this_session(varian
     let app = spawn_app_with(variant, cookie_with_revocation).await;
     app.register("tove").await;
     let (other_client, other_jar) = common::client_and_jar();
-    let res = other_client
-        .post(app.url("/login"))
-        .form(&[("username", "tove"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.log_in_as(&other_client, "tove", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let other = client_with_cookie(&common::cookie_in(&other_jar, &app.address).expect("cookie"));
     assert!(app.is_logged_in(&other).await);
-    let page = app.get("/account").await.text().await.expect("body");
+    let page = app.page("/account").await;
     assert!(page.contains(r#"data-test="revoke-others""#), "{page}");
     let res = app.post_form("/account/sessions/revoke-others", &[]).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
@@ -872,7 +727,7 @@ async fn with_cookie_revocation_logging_out_the_others_keeps_this_session(varian
     assert!(!app.is_logged_in(&other).await, "the other one ended");
     let json = app.session_json().await;
     assert_eq!(json["revocation"]["user_epochs"], 1, "{json}");
-    let page = app.get("/session").await.text().await.expect("body");
+    let page = app.page("/session").await;
     assert!(page.contains(r#"data-test="revocation""#), "{page}");
     // The epoch is in the database: another instance and a restart refuse the other too.
     let b = common::start(app.settings.clone(), app.data_dir.shared()).await;

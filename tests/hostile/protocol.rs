@@ -70,7 +70,7 @@ async fn path_tricks_find_nothing(variant: Variant) {
     ];
     shop.run("paths", cases).await;
     // The compare page is public: it must not show where this server keeps its files.
-    let page = shop.app.get("/compare").await.text().await.expect("body");
+    let page = shop.app.page("/compare").await;
     let data_dir = shop.app.settings.data_dir.display().to_string();
     assert!(!page.contains(&data_dir), "/compare shows {data_dir}");
 }
