@@ -259,40 +259,30 @@ macro_rules! for_backends {
     };
 }
 
-/// One generated test: `<variant>()` calling `super::<name>(Variant::<Variant>)`.
+/// One generated test: `<variant>()` calling `super::<name>(Variant::<Variant>)` when that
+/// variant can run here.
 #[macro_export]
 macro_rules! backend_test {
     ($name:ident, cookie) => {
-        #[tokio::test]
-        async fn cookie() {
-            super::$name(Variant::Cookie).await
-        }
+        $crate::backend_test!($name, cookie, Cookie);
     };
     ($name:ident, memory) => {
-        #[tokio::test]
-        async fn memory() {
-            super::$name(Variant::Memory).await
-        }
+        $crate::backend_test!($name, memory, Memory);
     };
     ($name:ident, sqlite) => {
-        #[tokio::test]
-        async fn sqlite() {
-            super::$name(Variant::Sqlite).await
-        }
+        $crate::backend_test!($name, sqlite, Sqlite);
     };
     ($name:ident, postgres) => {
-        #[tokio::test]
-        async fn postgres() {
-            if Variant::Postgres.is_available() {
-                super::$name(Variant::Postgres).await
-            }
-        }
+        $crate::backend_test!($name, postgres, Postgres);
     };
     ($name:ident, redis) => {
+        $crate::backend_test!($name, redis, Redis);
+    };
+    ($name:ident, $test:ident, $variant:ident) => {
         #[tokio::test]
-        async fn redis() {
-            if Variant::Redis.is_available() {
-                super::$name(Variant::Redis).await
+        async fn $test() {
+            if Variant::$variant.is_available() {
+                super::$name(Variant::$variant).await
             }
         }
     };
