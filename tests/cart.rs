@@ -15,14 +15,14 @@ async fn set_stock(app: &TestApp, product_id: i64, stock: i64) {
     app.wait_for_stock(product_id, stock).await;
 }
 
-async fn count_orders(app: &TestApp) -> i64 {
-    let db = app.db().await;
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
-        .fetch_one(&db.pool)
-        .await
-        .expect("count");
-    db.close().await;
-    n
+/// The cart revision the checkout form on `/cart` carries, as the browser would send it back.
+async fn checkout_rev(app: &TestApp) -> String {
+    let page = app.page("/cart").await;
+    page.split(r#"name="rev" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the checkout form carries the cart revision")
+        .to_owned()
 }
 
 /// Adds products with long ids (ten digits) to the catalog, `count` of them.
@@ -309,7 +309,7 @@ async fn an_empty_cart_cannot_be_checked_out(variant: Variant) {
     let res = app.post_form("/checkout", &[]).await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body(res).await.contains("Your cart is empty"));
-    assert_eq!(count_orders(&app).await, 0);
+    assert_eq!(app.count_rows("orders").await, 0);
 }
 
 async fn checkout_answers_409_when_stock_ran_out_after_adding(variant: Variant) {
@@ -335,7 +335,7 @@ async fn checkout_answers_409_when_stock_ran_out_after_adding(variant: Variant) 
     );
     assert_eq!(app.stock_of(12).await, 1);
     assert_eq!(app.stock_of(2).await, stock2, "no partial write");
-    assert_eq!(count_orders(&app).await, 1, "only the rival's order");
+    assert_eq!(app.count_rows("orders").await, 1, "only the rival's order");
 }
 
 async fn concurrent_buyers_never_oversell(variant: Variant) {
@@ -365,7 +365,7 @@ async fn concurrent_buyers_never_oversell(variant: Variant) {
         .count();
     assert_eq!((sold, refused), (5, 15), "{statuses:?}");
     assert_eq!(app.stock_of(1).await, 0);
-    assert_eq!(count_orders(&app).await, 5);
+    assert_eq!(app.count_rows("orders").await, 5);
 }
 
 async fn a_double_submitted_checkout_creates_one_order(variant: Variant) {
@@ -373,14 +373,7 @@ async fn a_double_submitted_checkout_creates_one_order(variant: Variant) {
     app.register("jon").await;
     app.add_to_cart(4, 2).await;
     let stock = app.stock_of(4).await;
-    // The revision the checkout form carries, as the browser would send it back.
-    let page = app.page("/cart").await;
-    let rev = page
-        .split(r#"name="rev" value=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the checkout form carries the cart revision")
-        .to_owned();
+    let rev = checkout_rev(&app).await;
     let url = app.url("/checkout");
     let form = [("rev", rev.as_str())];
     let (a, b) = tokio::join!(
@@ -391,7 +384,7 @@ async fn a_double_submitted_checkout_creates_one_order(variant: Variant) {
     assert_eq!(a.status(), StatusCode::SEE_OTHER);
     assert_eq!(b.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&a), location(&b), "both land on the same order");
-    assert_eq!(count_orders(&app).await, 1);
+    assert_eq!(app.count_rows("orders").await, 1);
     assert_eq!(app.stock_of(4).await, stock - 2, "stock taken once");
 }
 
@@ -399,19 +392,13 @@ async fn a_stale_checkout_form_orders_nothing(variant: Variant) {
     let app = spawn_app(variant).await;
     app.register("joy").await;
     app.add_to_cart(4, 1).await;
-    let page = app.page("/cart").await;
-    let rev = page
-        .split(r#"name="rev" value=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("revision")
-        .to_owned();
+    let rev = checkout_rev(&app).await;
     // The cart changes in another tab after this page was shown.
     app.add_to_cart(6, 1).await;
     let res = app.post_form("/checkout", &[("rev", &rev)]).await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
     assert!(body(res).await.contains("Your cart changed"));
-    assert_eq!(count_orders(&app).await, 0);
+    assert_eq!(app.count_rows("orders").await, 0);
     assert_eq!(app.cart_of(&app.client).await, [(4, 1), (6, 1)]);
 }
 
@@ -489,7 +476,7 @@ async fn a_guest_fills_a_cart_and_registering_keeps_it(variant: Variant) {
     let res = app.post_form("/checkout", &[]).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/login?next=%2Fcart");
-    assert_eq!(count_orders(&app).await, 0);
+    assert_eq!(app.count_rows("orders").await, 0);
     let guest_cookie = app.cookie().expect("cookie");
     let res = app
         .post_form(
@@ -519,7 +506,7 @@ async fn a_guest_fills_a_cart_and_registering_keeps_it(variant: Variant) {
         StatusCode::SEE_OTHER,
         "the same cart checks out"
     );
-    assert_eq!(count_orders(&app).await, 1);
+    assert_eq!(app.count_rows("orders").await, 1);
     assert!(app.cart_of(&app.client).await.is_empty());
 }
 

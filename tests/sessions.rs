@@ -511,13 +511,7 @@ async fn stored_sessions(app: &TestApp) -> usize {
         SessionBackend::Cookie => 0,
         SessionBackend::Memory => unreachable!("memory is checked by its capacity instead"),
         SessionBackend::Database => {
-            let db = app.db().await;
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-                .fetch_one(&db.pool)
-                .await
-                .expect("count");
-            db.close().await;
-            usize::try_from(n).expect("count")
+            usize::try_from(app.count_rows("sessions").await).expect("count")
         }
         SessionBackend::Redis => {
             let client = redis::Client::open(app.settings.redis_url.as_str()).expect("url");

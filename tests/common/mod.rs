@@ -606,3 +606,18 @@ impl TestApp {
         assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER, "checkout");
     }
 }
+
+impl TestApp {
+    /// How many rows `table` of the app's database holds now.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let db = self.db().await;
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        let n = sqlx::query_scalar(sql)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_else(|err| panic!("count {table}: {err}"));
+        db.close().await;
+        n
+    }
+}
+
