@@ -430,10 +430,7 @@ async fn the_cart_survives_a_restart_except_in_memory(variant: Variant) {
     let app = spawn_app(variant).await;
     app.register("max").await;
     app.add_to_cart(2, 2).await;
-    let (client, jar) = (app.client.clone(), app.jar.clone());
-    let mut app = app.restart().await;
-    app.client = client;
-    app.jar = jar;
+    let app = app.restart_keeping_client().await;
     let survived = app.is_logged_in(&app.client).await;
     if variant == Variant::Memory {
         assert!(!survived, "memory state dies with the process");

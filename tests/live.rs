@@ -59,6 +59,13 @@ impl Sse {
         }
     }
 
+    /// Opens a stream and reads its first event, the lease.
+    async fn lease(client: &reqwest::Client, url: String) -> (Self, Value) {
+        let mut stream = Self::open(client, url).await;
+        let lease = stream.expect("lease", 5).await;
+        (stream, lease)
+    }
+
     /// The next event that is not a `change` of some other product, by name.
     async fn expect(&mut self, name: &str, secs: u64) -> Value {
         let (got, data) = self.next(secs).await.expect("the stream is open");
@@ -103,15 +110,21 @@ async fn live_app(variant: Variant, lease_secs: u64) -> TestApp {
     .await
 }
 
+/// `username` registers, puts one of each of `products` in the cart and opens the cart's live
+/// stream: returns the stream and its lease.
+async fn watch_cart(app: &TestApp, username: &str, products: &[i64]) -> (Sse, Value) {
+    app.register(username).await;
+    for &id in products {
+        app.add_to_cart(id, 1).await;
+    }
+    Sse::lease(&app.client, app.url("/cart/live")).await
+}
+
 async fn a_change_reaches_the_cart_after_another_users_checkout_and_an_admin_price(
     variant: Variant,
 ) {
     let app = live_app(variant, 60).await;
-    app.register("una").await;
-    app.add_to_cart(1, 1).await;
-    app.add_to_cart(2, 1).await;
-    let mut live = Sse::open(&app.client, app.url("/cart/live")).await;
-    let lease = live.expect("lease", 5).await;
+    let (mut live, lease) = watch_cart(&app, "una", &[1, 2]).await;
     let start = lease["version"].as_i64().expect("version");
     assert!(lease["expires_at"].as_str().is_some());
 
@@ -139,10 +152,7 @@ async fn a_change_reaches_the_cart_after_another_users_checkout_and_an_admin_pri
 
 async fn a_lease_ends_with_lease_expired_and_the_stream_closes(variant: Variant) {
     let app = live_app(variant, 2).await;
-    app.register("wes").await;
-    app.add_to_cart(3, 1).await;
-    let mut live = Sse::open(&app.client, app.url("/cart/live")).await;
-    live.expect("lease", 5).await;
+    let (mut live, _) = watch_cart(&app, "wes", &[3]).await;
     let end = live.expect("lease-expired", 10).await;
     assert_eq!(end["poll_after_secs"], 7);
     assert!(end["version"].as_i64().is_some());
@@ -203,14 +213,10 @@ async fn the_registry_is_bounded_and_ends_the_oldest_lease_first(variant: Varian
         s.live_lease_secs = 60;
     })
     .await;
-    app.register("yan").await;
-    app.add_to_cart(1, 1).await;
-    let mut first = Sse::open(&app.client, app.url("/cart/live")).await;
-    first.expect("lease", 5).await;
-    let mut second = Sse::open(&app.client, app.url("/cart/live")).await;
-    second.expect("lease", 5).await;
-    let mut third = Sse::open(&app.client, app.url("/cart/live")).await;
-    third.expect("lease", 5).await;
+    let (mut first, _) = watch_cart(&app, "yan", &[1]).await;
+    // Two more streams of the same user, kept open to the end.
+    let (_second, _) = Sse::lease(&app.client, app.url("/cart/live")).await;
+    let (_third, _) = Sse::lease(&app.client, app.url("/cart/live")).await;
     first.expect("lease-expired", 5).await;
     assert_eq!(first.next(5).await, None);
     let metrics = app.page("/metrics").await;
@@ -226,15 +232,9 @@ async fn the_registry_is_bounded_and_ends_the_oldest_lease_first(variant: Varian
 
 async fn a_restart_drops_every_lease_and_polling_still_tells_the_truth(variant: Variant) {
     let app = live_app(variant, 60).await;
-    app.register("zed").await;
-    app.add_to_cart(4, 1).await;
-    let mut live = Sse::open(&app.client, app.url("/cart/live")).await;
-    let lease = live.expect("lease", 5).await;
+    let (mut live, lease) = watch_cart(&app, "zed", &[4]).await;
     let version = lease["version"].as_i64().expect("version");
-    let (client, jar) = (app.client.clone(), app.jar.clone());
-    let mut app = app.restart().await;
-    app.client = client;
-    app.jar = jar;
+    let app = app.restart_keeping_client().await;
     // The stopping server ended the lease; the stream is closed.
     assert_eq!(live.expect("lease-expired", 10).await["poll_after_secs"], 7);
     assert_eq!(live.next(10).await, None);
@@ -416,8 +416,7 @@ async fn a_checkout_on_one_instance_reaches_a_subscriber_on_another() {
     a.register("ava").await;
     a.add_to_cart(5, 1).await;
     // The same browser, now talking to instance b (same database, same key).
-    let mut live = Sse::open(&a.client, b.url("/cart/live")).await;
-    live.expect("lease", 5).await;
+    let (mut live, _) = Sse::lease(&a.client, b.url("/cart/live")).await;
     let buyer = TestApp::client_registered(&a, "bob").await;
     a.buy_as(&buyer, 5, 2).await;
     let change = live.expect("change", 10).await;

@@ -621,3 +621,14 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Restarts the app as [`TestApp::restart`] does, and keeps this client: the same browser,
+    /// with its cookies, goes on against the new process.
+    pub async fn restart_keeping_client(self) -> TestApp {
+        let (client, jar) = (self.client.clone(), Arc::clone(&self.jar));
+        let mut app = self.restart().await;
+        app.client = client;
+        app.jar = jar;
+        app
+    }
+}
