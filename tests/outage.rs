@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{Variant, assert_no_set_cookie, spawn_app};
+use common::{Variant, assert_no_set_cookie, proxy::Proxy, spawn_app};
 use reqwest::StatusCode;
-use statecart::db::Db;
+use statecart::{Settings, db::Db};
 
 /// Makes the `sessions` table vanish (or come back) under a running app.
 async fn sessions_table(app: &common::TestApp, present: bool) {
@@ -87,7 +87,7 @@ where
 
 /// While the store is unreachable: 503 + Retry-After on stateful pages, no cookie change, a
 /// checkout that changes nothing; afterwards the same session and cart, and checkout works.
-async fn outage_and_recovery(app: &common::TestApp, proxy: &common::proxy::Proxy, what: &str) {
+async fn outage_and_recovery(app: &common::TestApp, proxy: &Proxy, what: &str) {
     app.register("xena").await;
     app.add_to_cart(2, 2).await;
     let cookie = app.cookie().expect("cookie");
@@ -156,21 +156,49 @@ async fn the_catalog_serves_without(app: &common::TestApp, what: &str) {
     }
 }
 
+/// An app of `variant` that reaches its service through a proxy the test can close: `url` picks
+/// the service's URL (`scheme://[user@]host[:port][/rest]`) out of the settings, and it is
+/// pointed at the proxy, which forwards to the service's address.
+async fn behind_a_proxy(
+    variant: Variant,
+    url: fn(&mut Settings) -> &mut String,
+    default_port: u16,
+) -> (common::TestApp, Proxy) {
+    let (mut settings, data) = common::prepare(variant).await;
+    let url = url(&mut settings);
+    let host_start = url.find("://").expect("scheme://") + 3;
+    let authority_end = url[host_start..]
+        .find('/')
+        .map_or(url.len(), |slash| host_start + slash);
+    let host_start = url[host_start..authority_end]
+        .rfind('@')
+        .map_or(host_start, |at| host_start + at + 1);
+    let host_port = &url[host_start..authority_end];
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    let target = host_port
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .unwrap_or_else(|err| panic!("host:port in {url}: {err}"));
+    let proxy = Proxy::start(target).await;
+    *url = format!(
+        "{}127.0.0.1:{}{}",
+        &url[..host_start],
+        proxy.port(),
+        &url[authority_end..]
+    );
+    (common::start(settings, data).await, proxy)
+}
+
 #[tokio::test]
 async fn redis_unreachable_then_back_answers_503_then_continues_the_same_session() {
     if !Variant::Redis.is_available() {
         return;
     }
-    let (mut settings, data) = common::prepare(Variant::Redis).await;
-    let target = settings
-        .redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("redis host:port in STATECART_TEST_REDIS_URL");
-    let proxy = common::proxy::Proxy::start(target).await;
-    settings.redis_url = format!("redis://127.0.0.1:{}", proxy.port());
-    let app = common::start(settings, data).await;
+    let (app, proxy) = behind_a_proxy(Variant::Redis, |s| &mut s.redis_url, 6379).await;
     outage_and_recovery(&app, &proxy, "redis").await;
     // The stateless half never needed Redis.
     proxy.close();
@@ -183,25 +211,7 @@ async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_sess
     if !Variant::Postgres.is_available() {
         return;
     }
-    let (mut settings, data) = common::prepare(Variant::Postgres).await;
-    // postgres://user@host:port/db -> the same through the proxy.
-    let (scheme_user, rest) = settings
-        .database_url
-        .split_once('@')
-        .expect("url with user@");
-    let (host_port, path) = rest.split_once('/').expect("url with a database");
-    let host_port = if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:5432")
-    };
-    let target = host_port
-        .replace("localhost", "127.0.0.1")
-        .parse()
-        .expect("host:port");
-    let proxy = common::proxy::Proxy::start(target).await;
-    settings.database_url = format!("{scheme_user}@127.0.0.1:{}/{path}", proxy.port());
-    let app = common::start(settings, data).await;
+    let (app, proxy) = behind_a_proxy(Variant::Postgres, |s| &mut s.database_url, 5432).await;
     outage_and_recovery(&app, &proxy, "postgres").await;
     // Catalog pages come from the in-memory snapshot: they keep serving while the database
     // is down (soft state: the last catalog this instance read).
