@@ -19,6 +19,40 @@ async fn sessions_table(app: &common::TestApp, present: bool) {
     db.close().await;
 }
 
+/// Checks a stateful answer while the store is away: 503 with Retry-After, and no cookie change.
+fn assert_unavailable(res: &reqwest::Response, what: &str) {
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+    assert!(res.headers().contains_key("retry-after"), "{what}");
+    assert_no_set_cookie(res, what);
+}
+
+/// Checks, once the store is back, that the browser kept its `cookie` and is still logged in.
+async fn assert_the_same_session_goes_on(app: &common::TestApp, cookie: &str, what: &str) {
+    assert_eq!(
+        app.cookie().as_deref(),
+        Some(cookie),
+        "{what}: the browser kept its cookie"
+    );
+    assert!(
+        app.is_logged_in(&app.client).await,
+        "{what}: the same session goes on"
+    );
+}
+
+/// Checks that the catalog pages answer while `what` is away.
+async fn the_catalog_serves_without(app: &common::TestApp, what: &str) {
+    for path in [
+        "/",
+        "/products",
+        "/products/1",
+        "/products/2",
+        "/products.json",
+    ] {
+        let status = app.get(path).await.status();
+        assert_eq!(status, StatusCode::OK, "{path} without {what}");
+    }
+}
+
 #[tokio::test]
 async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
     let app = spawn_app(Variant::Sqlite).await;
@@ -27,14 +61,10 @@ async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
 
     sessions_table(&app, false).await;
     for path in ["/account", "/session", "/session.json"] {
-        let res = app.get(path).await;
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
-        assert!(res.headers().contains_key("retry-after"), "{path}");
-        assert_no_set_cookie(&res, path);
+        assert_unavailable(&app.get(path).await, path);
     }
     let res = app.post_form("/logout", &[]).await;
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_no_set_cookie(&res, "logout during an outage");
+    assert_unavailable(&res, "logout during an outage");
     let page = app.page("/account").await;
     assert!(
         page.contains("The session store is not answering"),
@@ -45,24 +75,10 @@ async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
     let health: serde_json::Value = health.json().await.expect("json");
     assert_eq!(health["session_store"], "down");
-    for path in ["/", "/products", "/products/1", "/products.json"] {
-        assert_eq!(
-            app.get(path).await.status(),
-            StatusCode::OK,
-            "{path} needs no session store"
-        );
-    }
+    the_catalog_serves_without(&app, "the session store").await;
 
     sessions_table(&app, true).await;
-    assert_eq!(
-        app.cookie().as_deref(),
-        Some(cookie.as_str()),
-        "the browser kept its cookie"
-    );
-    assert!(
-        app.is_logged_in(&app.client).await,
-        "the same session goes on"
-    );
+    assert_the_same_session_goes_on(&app, &cookie, "sessions table").await;
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
 }
 
@@ -95,22 +111,10 @@ async fn outage_and_recovery(app: &common::TestApp, proxy: &Proxy, what: &str) {
 
     proxy.close();
     for path in ["/cart", "/session.json"] {
-        let res = app.get(path).await;
-        assert_eq!(
-            res.status(),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{what}: {path}"
-        );
-        assert!(res.headers().contains_key("retry-after"), "{what}: {path}");
-        assert_no_set_cookie(&res, path);
+        assert_unavailable(&app.get(path).await, &format!("{what}: {path}"));
     }
     let res = app.post_form("/checkout", &[]).await;
-    assert_eq!(
-        res.status(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{what}: checkout"
-    );
-    assert_no_set_cookie(&res, "checkout during an outage");
+    assert_unavailable(&res, &format!("{what}: checkout during an outage"));
     let health = app.get("/healthz").await;
     assert_eq!(
         health.status(),
@@ -124,11 +128,7 @@ async fn outage_and_recovery(app: &common::TestApp, proxy: &Proxy, what: &str) {
     })
     .await;
     assert!(back, "{what}: the app recovers by itself");
-    assert_eq!(
-        app.cookie().as_deref(),
-        Some(cookie.as_str()),
-        "the browser kept its cookie"
-    );
+    assert_the_same_session_goes_on(app, &cookie, what).await;
     assert_eq!(
         app.cart_of(&app.client).await,
         [(2, 2)],
@@ -146,14 +146,6 @@ async fn outage_and_recovery(app: &common::TestApp, proxy: &Proxy, what: &str) {
         "{what}: checkout works again"
     );
     assert_eq!(app.stock_of(2).await, stock - 2);
-}
-
-/// Checks that the catalog pages answer while `what` is away.
-async fn the_catalog_serves_without(app: &common::TestApp, what: &str) {
-    for path in ["/", "/products", "/products/2", "/products.json"] {
-        let status = app.get(path).await.status();
-        assert_eq!(status, StatusCode::OK, "{path} without {what}");
-    }
 }
 
 /// An app of `variant` that reaches its service through a proxy the test can close: `url` picks
@@ -193,30 +185,41 @@ async fn behind_a_proxy(
     (common::start(settings, data).await, proxy)
 }
 
-#[tokio::test]
-async fn redis_unreachable_then_back_answers_503_then_continues_the_same_session() {
-    if !Variant::Redis.is_available() {
-        return;
+/// The outage of `variant`'s service (skipped when it is not configured): the outage and the
+/// recovery, then the service goes away again and the catalog pages keep serving. Returns the
+/// app with its proxy still closed.
+async fn outage_of(
+    variant: Variant,
+    url: fn(&mut Settings) -> &mut String,
+    default_port: u16,
+) -> Option<(common::TestApp, Proxy)> {
+    if !variant.is_available() {
+        return None;
     }
-    let (app, proxy) = behind_a_proxy(Variant::Redis, |s| &mut s.redis_url, 6379).await;
-    outage_and_recovery(&app, &proxy, "redis").await;
-    // The stateless half never needed Redis.
+    let (app, proxy) = behind_a_proxy(variant, url, default_port).await;
+    let what = format!("{variant:?}");
+    outage_and_recovery(&app, &proxy, &what).await;
     proxy.close();
-    the_catalog_serves_without(&app, "Redis").await;
-    proxy.open().await;
+    the_catalog_serves_without(&app, &what).await;
+    Some((app, proxy))
 }
 
+/// The stateless half never needed Redis.
+#[tokio::test]
+async fn redis_unreachable_then_back_answers_503_then_continues_the_same_session() {
+    if let Some((_app, proxy)) = outage_of(Variant::Redis, |s| &mut s.redis_url, 6379).await {
+        proxy.open().await;
+    }
+}
+
+/// Catalog pages come from the in-memory snapshot: they keep serving while the database is
+/// down (soft state: the last catalog this instance read).
 #[tokio::test]
 async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_session() {
-    if !Variant::Postgres.is_available() {
+    let Some((app, proxy)) = outage_of(Variant::Postgres, |s| &mut s.database_url, 5432).await
+    else {
         return;
-    }
-    let (app, proxy) = behind_a_proxy(Variant::Postgres, |s| &mut s.database_url, 5432).await;
-    outage_and_recovery(&app, &proxy, "postgres").await;
-    // Catalog pages come from the in-memory snapshot: they keep serving while the database
-    // is down (soft state: the last catalog this instance read).
-    proxy.close();
-    the_catalog_serves_without(&app, "the database").await;
+    };
     // What needs the database answers 503, never hangs: the health check says so.
     let started = std::time::Instant::now();
     let res = app.get("/healthz").await;
