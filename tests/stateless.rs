@@ -17,6 +17,17 @@ const STATELESS_ROUTES: [&str; 9] = [
     "/compare",
 ];
 
+/// Public answers a cache may keep, each with a strong ETag.
+const CACHEABLE_ROUTES: [&str; 7] = [
+    "/",
+    "/about",
+    "/products",
+    "/products/1",
+    "/products/3",
+    "/products.json",
+    "/static/app.css",
+];
+
 async fn stateless_routes_never_set_a_cookie_even_when_one_is_sent(variant: Variant) {
     let app = spawn_app(variant).await;
     for path in STATELESS_ROUTES {
@@ -80,7 +91,7 @@ for_each_backend!(
 #[tokio::test]
 async fn pages_and_json_are_publicly_cacheable_with_a_strong_etag() {
     let app = spawn_app(Variant::Sqlite).await;
-    for path in ["/", "/about", "/products", "/products/1", "/products.json"] {
+    for path in CACHEABLE_ROUTES {
         let res = app.get(path).await;
         let etag = res
             .headers()
@@ -112,13 +123,7 @@ async fn revalidate(app: &TestApp, path: &str, etag: HeaderValue) -> reqwest::Re
 #[tokio::test]
 async fn a_matching_if_none_match_gets_304_without_a_body() {
     let app = spawn_app(Variant::Sqlite).await;
-    for path in [
-        "/",
-        "/products",
-        "/products/3",
-        "/products.json",
-        "/static/app.css",
-    ] {
+    for path in CACHEABLE_ROUTES {
         let first = app.get(path).await;
         let etag = first.headers().get("etag").expect("etag").clone();
         let again = revalidate(&app, path, etag.clone()).await;
@@ -246,10 +251,8 @@ async fn product_pages_show_what_the_json_says() {
 #[tokio::test]
 async fn healthz_says_ok_when_the_database_answers() {
     let app = spawn_app(Variant::Sqlite).await;
-    let res = app.get("/healthz").await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: serde_json::Value = res.json().await.expect("json");
-    assert_eq!(body["status"], "ok");
+    let health = app.json("/healthz").await;
+    assert_eq!(health["status"], "ok");
 }
 
 #[tokio::test]
