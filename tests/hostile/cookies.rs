@@ -84,50 +84,44 @@ async fn cookies_that_are_not_a_session_are_ignored(variant: Variant) {
 /// Unsafe requests from another site are refused before the session is read.
 async fn cross_site_requests_are_refused(variant: Variant) {
     let shop = shop(variant).await;
-    // Each case is refused: 403.
-    let refused = |name: &str, path: &str, body: &str| post(name, path, body, &[403]);
+    // What gives the other site away: a header and its value.
+    let cross_site = ("sec-fetch-site", "cross-site");
+    let same_site = ("sec-fetch-site", "same-site");
+    let foreign = ("origin", "https://evil.example");
+    // Our host as a subdomain of another; our host on another port (another origin).
+    let subdomain = ("origin", "http://127.0.0.1.evil.example");
+    let other_port = ("origin", "http://127.0.0.1:1");
+    // `what` posts `body` to `path` with that header, and is refused with 403.
+    let refused = |what: &str, path: &str, body: &str, (header, value): (&'static str, &str)| {
+        post(&format!("{what}, {header}: {value}"), path, body, &[403]).header(header, value)
+    };
     let cases = vec![
-        refused("clear, Sec-Fetch-Site cross-site", "/cart/clear", "")
-            .header("sec-fetch-site", "cross-site"),
+        refused("clear", "/cart/clear", "", cross_site),
+        refused("add", "/cart/add", "product_id=2&quantity=1", same_site),
+        refused("update", "/cart/update", "product_id=1&quantity=0", foreign),
+        refused("checkout", "/checkout", "", ("origin", "null")),
+        refused("logout", "/logout", "", subdomain),
         refused(
-            "add, Sec-Fetch-Site same-site",
-            "/cart/add",
-            "product_id=2&quantity=1",
-        )
-        .header("sec-fetch-site", "same-site"),
-        refused(
-            "update, foreign Origin",
-            "/cart/update",
-            "product_id=1&quantity=0",
-        )
-        .header("origin", "https://evil.example"),
-        refused("checkout, Origin null", "/checkout", "").header("origin", "null"),
-        refused("logout, Origin with our host as a subdomain", "/logout", "")
-            .header("origin", "http://127.0.0.1.evil.example"),
-        refused(
-            "revoke others, foreign Origin",
+            "revoke others",
             "/account/sessions/revoke-others",
             "",
-        )
-        .header("origin", "https://evil.example"),
+            foreign,
+        ),
         refused(
-            "admin, Sec-Fetch-Site cross-site",
+            "admin",
             "/admin/products",
             "product_id=1&price_cents=1",
-        )
-        .header("sec-fetch-site", "cross-site"),
-        refused("login, cross-site", "/login", "username=vic&password=x")
-            .anonymous()
-            .header("sec-fetch-site", "cross-site"),
+            cross_site,
+        ),
+        refused("login", "/login", "username=vic&password=x", cross_site).anonymous(),
         refused(
-            "register, cross-site",
+            "register",
             "/register",
             "username=newbie&password=longenough",
+            foreign,
         )
-        .anonymous()
-        .header("origin", "https://evil.example"),
-        refused("checkout, Origin on another port", "/checkout", "")
-            .header("origin", "http://127.0.0.1:1"),
+        .anonymous(),
+        refused("checkout", "/checkout", "", other_port),
     ];
     shop.run("cross-site", cases).await;
 }
