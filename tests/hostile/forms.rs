@@ -12,145 +12,101 @@ use crate::{
 async fn hostile_credentials_get_the_generic_answer(variant: Variant) {
     let shop = shop(variant).await;
     let pw = PASSWORD.replace(' ', "+");
+    // A hostile username with the right password.
+    let named = |username: &str| format!("username={username}&password={pw}");
+    // Each case posts this body to the form its closure names.
+    let login = |what: &str, body: &str, expect: &[u16]| {
+        post(&format!("login, {what}"), "/login", body, expect)
+    };
+    let register = |what: &str, body: &str, expect: &[u16]| {
+        post(&format!("register, {what}"), "/register", body, expect)
+    };
     let cases = vec![
-        post(
-            "login, NUL in the username",
-            "/login",
-            &format!("username=vic%00&password={pw}"),
+        login("NUL in the username", &named("vic%00"), &[422]),
+        login(
+            "bidi override in the username",
+            &named("%E2%80%AEvic"),
             &[422],
         ),
-        post(
-            "login, bidi override in the username",
-            "/login",
-            &format!("username=%E2%80%AEvic&password={pw}"),
-            &[422],
-        ),
-        post(
-            "login, 15 KB username",
-            "/login",
+        login(
+            "15 KB username",
             &format!("username={}&password=x", big(15_000)),
             &[422],
         ),
-        post(
-            "login, 5 KB password",
-            "/login",
+        login(
+            "5 KB password",
             &format!("username=vic&password={}", big(5_000)),
             &[422],
         ),
-        post(
-            "login, non-UTF-8 username",
-            "/login",
-            "username=%FF%FE&password=x",
-            &[422],
-        ),
-        post("login, raw non-UTF-8 body", "/login", "", &[400, 422]).body(
+        login("non-UTF-8 username", "username=%FF%FE&password=x", &[422]),
+        login("raw non-UTF-8 body", "", &[400, 422]).body(
             "application/x-www-form-urlencoded",
             b"username=\xff\xfe&password=\xc3".to_vec(),
         ),
-        post("login, no fields", "/login", "", &[422]),
-        post(
-            "login, username twice",
-            "/login",
+        login("no fields", "", &[422]),
+        login(
+            "username twice",
             "username=vic&username=root&password=x",
             &[400],
         ),
-        post("login, JSON body", "/login", "", &[400, 415]).body(
+        login("JSON body", "", &[400, 415]).body(
             "application/json",
             br#"{"username":"vic","password":"x"}"#.to_vec(),
         ),
-        post(
-            "login, 20 KB body",
-            "/login",
+        login(
+            "20 KB body",
             &format!("username=vic&password={}", big(20_000)),
             &[413],
         ),
-        post(
-            "login, SQL in the username",
-            "/login",
-            "username=vic'--&password=x",
-            &[422],
-        ),
-        post(
-            "login, the right password with a trailing NUL",
-            "/login",
+        login("SQL in the username", "username=vic'--&password=x", &[422]),
+        login(
+            "the right password with a trailing NUL",
             &format!("username=vic&password={pw}%00"),
             &[422],
         ),
-        post(
-            "register, bidi override",
-            "/register",
-            &format!("username=vic%E2%80%AE&password={pw}"),
-            &[422],
-        ),
-        post(
-            "register, NUL",
-            "/register",
-            &format!("username=ad%00min&password={pw}"),
-            &[422],
-        ),
-        post(
-            "register, zero-width space",
-            "/register",
-            &format!("username=v%E2%80%8Bic&password={pw}"),
-            &[422],
-        ),
-        post(
-            "register, 2 KB password",
-            "/register",
+        register("bidi override", &named("vic%E2%80%AE"), &[422]),
+        register("NUL", &named("ad%00min"), &[422]),
+        register("zero-width space", &named("v%E2%80%8Bic"), &[422]),
+        register(
+            "2 KB password",
             &format!("username=newbie&password={}", big(2_000)),
             &[422],
         ),
-        post(
-            "register, 33-character name",
-            "/register",
-            &format!("username={}&password={pw}", big(33)),
+        register("33-character name", &named(&big(33)), &[422]),
+        register(
+            "the victim's name in other letter case",
+            &named("VIC"),
             &[422],
         ),
-        post(
-            "register, the victim's name in other letter case",
-            "/register",
-            &format!("username=VIC&password={pw}"),
-            &[422],
-        ),
-        post(
-            "register, markup in the name",
-            "/register",
-            &format!("username=%3Cscript%3E&password={pw}"),
-            &[422],
-        ),
+        register("markup in the name", &named("%3Cscript%3E"), &[422]),
         post(
             "register, a percent-encoded path",
             "/%72egister",
-            &format!("username=%00&password={pw}"),
+            &named("%00"),
             &[422],
         ),
-        post(
-            "register, password twice",
-            "/register",
+        register(
+            "password twice",
             &format!("username=newbie&password={pw}&password=x"),
             &[400],
         ),
-        post(
-            "login, next with a bidi override",
-            "/login",
+        login(
+            "next with a bidi override",
             "username=vic&password=x&next=/%E2%80%AEgpj.exe",
             &[422],
         ),
-        post(
-            "login, next of 4 KB",
-            "/login",
+        login(
+            "next of 4 KB",
             &format!("username=vic&password=x&next=/{}", big(4_000)),
             &[422],
         ),
-        post(
-            "login, next twice",
-            "/login",
+        login(
+            "next twice",
             "username=vic&password=x&next=/a&next=//evil.example",
             &[400],
         ),
-        post(
-            "register, next non-UTF-8",
-            "/register",
+        register(
+            "next non-UTF-8",
             "username=vic&password=x&next=%FF%FE",
             &[422],
         ),
