@@ -219,15 +219,8 @@ async fn the_registry_is_bounded_and_ends_the_oldest_lease_first(variant: Varian
     let (_third, _) = Sse::lease(&app.client, app.url("/cart/live")).await;
     first.expect("lease-expired", 5).await;
     assert_eq!(first.next(5).await, None);
-    let metrics = app.page("/metrics").await;
-    assert!(
-        metrics.contains("statecart_live_leases_active 2"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("statecart_live_leases_expired_total 1"),
-        "{metrics}"
-    );
+    assert_eq!(app.metric("statecart_live_leases_active").await, 2);
+    assert_eq!(app.metric("statecart_live_leases_expired_total").await, 1);
 }
 
 async fn a_restart_drops_every_lease_and_polling_still_tells_the_truth(variant: Variant) {
@@ -246,11 +239,7 @@ async fn a_restart_drops_every_lease_and_polling_still_tells_the_truth(variant: 
             "polling reads the database: {polled}"
         );
     }
-    let metrics = app.page("/metrics").await;
-    assert!(
-        metrics.contains("statecart_live_leases_active 0"),
-        "{metrics}"
-    );
+    assert_eq!(app.metric("statecart_live_leases_active").await, 0);
 }
 
 async fn admin_commands_refuse_bad_values_and_change_nothing(variant: Variant) {

@@ -533,15 +533,6 @@ async fn stored_sessions(app: &TestApp) -> usize {
     }
 }
 
-/// What `/metrics` says the memory backend holds.
-async fn memory_sessions(app: &TestApp) -> u64 {
-    let text = app.page("/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("statecart_memory_sessions "))
-        .and_then(|n| n.parse().ok())
-        .expect("the gauge")
-}
-
 /// Requests that bring a session the server does not know, on several kinds of page.
 async fn send_unrecognised_cookies(app: &TestApp, stale: &str, count: usize) {
     for i in 0..count {
@@ -584,9 +575,13 @@ async fn a_flood_of_unknown_cookies_never_evicts_a_logged_in_session(variant: Va
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let stale = common::cookie_in(&jar, &app.address).expect("cookie");
     app.post_as(&other, "/logout").await;
-    assert_eq!(memory_sessions(&app).await, 1);
+    assert_eq!(app.metric("statecart_memory_sessions").await, 1);
     send_unrecognised_cookies(&app, &stale, 60).await;
-    assert_eq!(memory_sessions(&app).await, 1, "no entry was created");
+    assert_eq!(
+        app.metric("statecart_memory_sessions").await,
+        1,
+        "no entry was created"
+    );
     assert!(
         app.is_logged_in(&app.client).await,
         "garbage never competes with real sessions for the memory bound"
@@ -612,12 +607,7 @@ async fn a_thousand_guests_never_log_out_a_logged_in_user(variant: Variant) {
         let res = app.add_to_cart_as(&anonymous, n % 14 + 1, 1).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
     }
-    let text = app.page("/metrics").await;
-    let guests: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("statecart_memory_guest_sessions "))
-        .and_then(|n| n.parse().ok())
-        .expect("the guest gauge");
+    let guests = app.metric("statecart_memory_guest_sessions").await;
     assert!(guests <= 50, "{guests} guests held past their bound");
     assert!(
         app.is_logged_in(&app.client).await,

@@ -605,9 +605,7 @@ impl TestApp {
         let res = self.post_as(client, "/checkout").await;
         assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER, "checkout");
     }
-}
 
-impl TestApp {
     /// How many rows `table` of the app's database holds now.
     pub async fn count_rows(&self, table: &str) -> i64 {
         let db = self.db().await;
@@ -619,9 +617,16 @@ impl TestApp {
         db.close().await;
         n
     }
-}
 
-impl TestApp {
+    /// The value `/metrics` shows for the metric `name`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.page("/metrics").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("/metrics has no number for {name}:\n{text}"))
+    }
+
     /// Restarts the app as [`TestApp::restart`] does, and keeps this client: the same browser,
     /// with its cookies, goes on against the new process.
     pub async fn restart_keeping_client(self) -> TestApp {
