@@ -2,16 +2,11 @@
 
 mod common;
 
-use common::{PASSWORD, TestApp, Variant, assert_no_set_cookie, spawn_app, spawn_app_with};
+use common::{
+    PASSWORD, TestApp, Variant, assert_no_set_cookie, body, html_page, location, spawn_app,
+    spawn_app_with,
+};
 use reqwest::StatusCode;
-
-fn location(res: &reqwest::Response) -> String {
-    res.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
 
 /// Changes stock the way another instance or `statecart admin` would (through the catalog
 /// clock), then waits until the app's snapshot shows it.
@@ -20,14 +15,14 @@ async fn set_stock(app: &TestApp, product_id: i64, stock: i64) {
     app.wait_for_stock(product_id, stock).await;
 }
 
-async fn count_orders(app: &TestApp) -> i64 {
-    let db = app.db().await;
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
-        .fetch_one(&db.pool)
-        .await
-        .expect("count");
-    db.close().await;
-    n
+/// The cart revision the checkout form on `/cart` carries, as the browser would send it back.
+async fn checkout_rev(app: &TestApp) -> String {
+    let page = app.page("/cart").await;
+    page.split(r#"name="rev" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the checkout form carries the cart revision")
+        .to_owned()
 }
 
 /// Adds products with long ids (ten digits) to the catalog, `count` of them.
@@ -63,7 +58,7 @@ async fn lines_can_be_added_updated_removed_and_cleared(variant: Variant) {
         [(1, 3), (3, 1)],
         "adding joins a line"
     );
-    let page = app.get("/cart").await.text().await.expect("body");
+    let page = app.page("/cart").await;
     assert!(
         page.contains("Added 1 × Burr hand grinder to your cart."),
         "a flash says what happened"
@@ -89,12 +84,13 @@ async fn lines_can_be_added_updated_removed_and_cleared(variant: Variant) {
     let res = app.post_form("/cart/clear", &[]).await;
     assert_eq!(location(&res), "/cart");
     assert!(app.cart_of(&app.client).await.is_empty());
-    let page = app.get("/cart").await.text().await.expect("body");
+    let page = app.page("/cart").await;
     assert!(page.contains("Your cart is empty now."));
 }
 
-/// A path, its form fields, and the status they must get.
-type BadInput<'a> = (&'a str, Vec<(&'a str, &'a str)>, StatusCode);
+/// Refused forms of one cart path: `(product_id, quantity, status)`, where `None` leaves the
+/// field out.
+type BadForms<'a> = &'a [(Option<&'a str>, Option<&'a str>, u16)];
 
 async fn every_bad_input_gets_a_clear_4xx_and_leaves_the_cart_unchanged(variant: Variant) {
     let app = spawn_app(variant).await;
@@ -102,122 +98,47 @@ async fn every_bad_input_gets_a_clear_4xx_and_leaves_the_cart_unchanged(variant:
     app.add_to_cart(2, 1).await;
     let before = app.cart_of(&app.client).await;
     let big = "9".repeat(20 * 1024);
-    let cases: Vec<BadInput> = vec![
-        (
-            "/cart/add",
-            vec![("product_id", "abc"), ("quantity", "1")],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", ""), ("quantity", "1")],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "1 OR 1=1"), ("quantity", "1")],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/cart/add",
-            vec![
-                ("product_id", "1; DROP TABLE products;--"),
-                ("quantity", "1"),
-            ],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "-1"), ("quantity", "1")],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/cart/add",
-            vec![("quantity", "1")],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "999999"), ("quantity", "1")],
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "1"), ("quantity", "0")],
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "1"), ("quantity", "-2")],
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "1"), ("quantity", "100")],
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "1"), ("quantity", "99999999999999999999")],
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "1"), ("quantity", "two")],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "1"), ("quantity", "1.5")],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/cart/add",
-            vec![("product_id", "1"), ("quantity", big.as_str())],
-            StatusCode::PAYLOAD_TOO_LARGE,
-        ),
-        (
-            "/cart/update",
-            vec![("product_id", "4"), ("quantity", "2")],
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "/cart/update",
-            vec![("product_id", "2")],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "/cart/update",
-            vec![("product_id", "2"), ("quantity", "-1")],
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "/cart/update",
-            vec![("product_id", "x"), ("quantity", "1")],
-            StatusCode::BAD_REQUEST,
-        ),
+    let adds: BadForms = &[
+        (Some("abc"), Some("1"), 400),
+        (Some(""), Some("1"), 400),
+        (Some("1 OR 1=1"), Some("1"), 400),
+        (Some("1; DROP TABLE products;--"), Some("1"), 400),
+        (Some("-1"), Some("1"), 400),
+        (None, Some("1"), 400),
+        (Some("999999"), Some("1"), 404),
+        (Some("1"), Some("0"), 422),
+        (Some("1"), Some("-2"), 422),
+        (Some("1"), Some("100"), 422),
+        (Some("1"), Some("99999999999999999999"), 422),
+        (Some("1"), Some("two"), 400),
+        (Some("1"), Some("1.5"), 400),
+        (Some("1"), Some(&big), 413),
     ];
-    for (path, form, expected) in cases {
-        let res = app.post_form(path, &form).await;
-        assert_eq!(res.status(), expected, "{path} {form:?}");
-        let content_type = res.headers()["content-type"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
-        assert!(
-            content_type.starts_with("text/html"),
-            "{path}: a page, not {content_type}"
-        );
-        let body = res.text().await.expect("body");
-        assert!(
-            body.contains(r#"data-test="error-message""#),
-            "{path} {form:?}: a clear message"
-        );
-        assert_eq!(
-            app.cart_of(&app.client).await,
-            before,
-            "{path} {form:?} changed the cart"
-        );
+    let updates: BadForms = &[
+        (Some("4"), Some("2"), 422),
+        (Some("2"), None, 400),
+        (Some("2"), Some("-1"), 422),
+        (Some("x"), Some("1"), 400),
+    ];
+    for (path, forms) in [("/cart/add", adds), ("/cart/update", updates)] {
+        for &(product_id, quantity, status) in forms {
+            let form: Vec<(&str, &str)> = [("product_id", product_id), ("quantity", quantity)]
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value?)))
+                .collect();
+            let what = format!("{path} {form:?}");
+            let status = StatusCode::from_u16(status).expect("status");
+            let page = html_page(app.post_form(path, &form).await, status, &what).await;
+            assert!(
+                page.contains(r#"data-test="error-message""#),
+                "{what}: a clear message"
+            );
+            assert_eq!(
+                app.cart_of(&app.client).await,
+                before,
+                "{what} changed the cart"
+            );
+        }
     }
     // Not a form at all.
     let res = app
@@ -246,7 +167,7 @@ async fn adding_more_than_the_stock_is_refused(variant: Variant) {
     );
     assert_eq!(app.cart_of(&app.client).await, [(12, 2)]);
     set_stock(&app, 12, 0).await;
-    let page = app.get("/products/12").await.text().await.expect("body");
+    let page = app.page("/products/12").await;
     assert!(
         page.contains(r#"data-test="sold-out""#),
         "a sold-out product offers no form"
@@ -269,12 +190,7 @@ async fn the_default_line_limit_keeps_the_cookie_well_under_4096_bytes(variant: 
         StatusCode::UNPROCESSABLE_ENTITY,
         "line 51 is refused"
     );
-    assert!(
-        res.text()
-            .await
-            .expect("body")
-            .contains("50 different products")
-    );
+    assert!(body(res).await.contains("50 different products"));
     let json = app.session_json().await;
     assert_eq!(json["cart_lines"], 50);
     let cookie_bytes = json["cookie_bytes"].as_u64().expect("bytes");
@@ -373,7 +289,7 @@ async fn checkout_writes_the_order_decrements_stock_and_empties_the_cart(variant
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let order_path = location(&res);
     assert!(order_path.starts_with("/orders/"), "{order_path}");
-    let page = app.get(&order_path).await.text().await.expect("body");
+    let page = app.page(order_path).await;
     assert!(
         page.contains(r#"data-test="order-total"><strong>$146.00<"#),
         "2 × $28.50 + $89.00"
@@ -382,7 +298,7 @@ async fn checkout_writes_the_order_decrements_stock_and_empties_the_cart(variant
     assert_eq!(app.stock_of(1).await, stock1 - 2);
     assert_eq!(app.stock_of(3).await, stock3 - 1);
     assert!(app.cart_of(&app.client).await.is_empty());
-    let orders = app.get("/orders").await.text().await.expect("body");
+    let orders = app.page("/orders").await;
     assert!(orders.contains(&format!(r#"href="{order_path}""#)));
     assert_eq!(orders.matches(r#"data-test="order-row""#).count(), 1);
 }
@@ -392,13 +308,8 @@ async fn an_empty_cart_cannot_be_checked_out(variant: Variant) {
     app.register("gil").await;
     let res = app.post_form("/checkout", &[]).await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        res.text()
-            .await
-            .expect("body")
-            .contains("Your cart is empty")
-    );
-    assert_eq!(count_orders(&app).await, 0);
+    assert!(body(res).await.contains("Your cart is empty"));
+    assert_eq!(app.count_rows("orders").await, 0);
 }
 
 async fn checkout_answers_409_when_stock_ran_out_after_adding(variant: Variant) {
@@ -407,27 +318,14 @@ async fn checkout_answers_409_when_stock_ran_out_after_adding(variant: Variant) 
     set_stock(&app, 12, 3).await;
     app.add_to_cart(12, 3).await;
     app.add_to_cart(2, 1).await;
-    let rival = {
-        let rival = TestApp::client_registered(&app, "ida").await;
-        let res = rival
-            .post(app.url("/cart/add"))
-            .form(&[("product_id", "12"), ("quantity", "2")])
-            .send()
-            .await
-            .expect("POST");
-        assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        let res = rival.post(app.url("/checkout")).send().await.expect("POST");
-        assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        rival
-    };
-    drop(rival);
+    let rival = TestApp::client_registered(&app, "ida").await;
+    app.buy_as(&rival, 12, 2).await;
     let stock2 = app.stock_of(2).await;
     let res = app.post_form("/checkout", &[]).await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
     assert!(
-        res.text()
+        body(res)
             .await
-            .expect("body")
             .contains("Only 1 of Cold brew bottle, 1 l left")
     );
     assert_eq!(
@@ -437,7 +335,7 @@ async fn checkout_answers_409_when_stock_ran_out_after_adding(variant: Variant) 
     );
     assert_eq!(app.stock_of(12).await, 1);
     assert_eq!(app.stock_of(2).await, stock2, "no partial write");
-    assert_eq!(count_orders(&app).await, 1, "only the rival's order");
+    assert_eq!(app.count_rows("orders").await, 1, "only the rival's order");
 }
 
 async fn concurrent_buyers_never_oversell(variant: Variant) {
@@ -445,12 +343,7 @@ async fn concurrent_buyers_never_oversell(variant: Variant) {
     let mut buyers = Vec::new();
     for i in 0..20 {
         let buyer = TestApp::client_registered(&app, &format!("buyer{i}")).await;
-        let res = buyer
-            .post(app.url("/cart/add"))
-            .form(&[("product_id", "1"), ("quantity", "1")])
-            .send()
-            .await
-            .expect("POST");
+        let res = app.add_to_cart_as(&buyer, 1, 1).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
         buyers.push(buyer);
     }
@@ -472,7 +365,7 @@ async fn concurrent_buyers_never_oversell(variant: Variant) {
         .count();
     assert_eq!((sold, refused), (5, 15), "{statuses:?}");
     assert_eq!(app.stock_of(1).await, 0);
-    assert_eq!(count_orders(&app).await, 5);
+    assert_eq!(app.count_rows("orders").await, 5);
 }
 
 async fn a_double_submitted_checkout_creates_one_order(variant: Variant) {
@@ -480,14 +373,7 @@ async fn a_double_submitted_checkout_creates_one_order(variant: Variant) {
     app.register("jon").await;
     app.add_to_cart(4, 2).await;
     let stock = app.stock_of(4).await;
-    // The revision the checkout form carries, as the browser would send it back.
-    let page = app.get("/cart").await.text().await.expect("body");
-    let rev = page
-        .split(r#"name="rev" value=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the checkout form carries the cart revision")
-        .to_owned();
+    let rev = checkout_rev(&app).await;
     let url = app.url("/checkout");
     let form = [("rev", rev.as_str())];
     let (a, b) = tokio::join!(
@@ -498,7 +384,7 @@ async fn a_double_submitted_checkout_creates_one_order(variant: Variant) {
     assert_eq!(a.status(), StatusCode::SEE_OTHER);
     assert_eq!(b.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&a), location(&b), "both land on the same order");
-    assert_eq!(count_orders(&app).await, 1);
+    assert_eq!(app.count_rows("orders").await, 1);
     assert_eq!(app.stock_of(4).await, stock - 2, "stock taken once");
 }
 
@@ -506,24 +392,13 @@ async fn a_stale_checkout_form_orders_nothing(variant: Variant) {
     let app = spawn_app(variant).await;
     app.register("joy").await;
     app.add_to_cart(4, 1).await;
-    let page = app.get("/cart").await.text().await.expect("body");
-    let rev = page
-        .split(r#"name="rev" value=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("revision")
-        .to_owned();
+    let rev = checkout_rev(&app).await;
     // The cart changes in another tab after this page was shown.
     app.add_to_cart(6, 1).await;
     let res = app.post_form("/checkout", &[("rev", &rev)]).await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
-    assert!(
-        res.text()
-            .await
-            .expect("body")
-            .contains("Your cart changed")
-    );
-    assert_eq!(count_orders(&app).await, 0);
+    assert!(body(res).await.contains("Your cart changed"));
+    assert_eq!(app.count_rows("orders").await, 0);
     assert_eq!(app.cart_of(&app.client).await, [(4, 1), (6, 1)]);
 }
 
@@ -531,32 +406,23 @@ async fn orders_are_private_to_their_owner(variant: Variant) {
     let app = spawn_app(variant).await;
     app.register("kim").await;
     app.add_to_cart(1, 1).await;
-    let order_path = location(&app.post_form("/checkout", &[]).await);
+    let order_path = location(&app.post_form("/checkout", &[]).await).to_owned();
     let other = TestApp::client_registered(&app, "lou").await;
-    let res = other.get(app.url(&order_path)).send().await.expect("GET");
+    let res = app.get_as(&other, &order_path).await;
     assert_eq!(
         res.status(),
         StatusCode::NOT_FOUND,
         "no hint that it exists"
     );
-    let missing = other
-        .get(app.url("/orders/999999"))
-        .send()
-        .await
-        .expect("GET");
+    let missing = app.get_as(&other, "/orders/999999").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        res.text().await.expect("body"),
-        missing.text().await.expect("body"),
+        body(res).await,
+        body(missing).await,
         "another user's order reads exactly like a missing one"
     );
-    let list = other.get(app.url("/orders")).send().await.expect("GET");
-    assert!(
-        list.text()
-            .await
-            .expect("body")
-            .contains(r#"data-test="no-orders""#)
-    );
+    let list = body(app.get_as(&other, "/orders").await).await;
+    assert!(list.contains(r#"data-test="no-orders""#));
     assert_eq!(app.get("/orders/abc").await.status(), StatusCode::NOT_FOUND);
 }
 
@@ -564,10 +430,7 @@ async fn the_cart_survives_a_restart_except_in_memory(variant: Variant) {
     let app = spawn_app(variant).await;
     app.register("max").await;
     app.add_to_cart(2, 2).await;
-    let (client, jar) = (app.client.clone(), app.jar.clone());
-    let mut app = app.restart().await;
-    app.client = client;
-    app.jar = jar;
+    let app = app.restart_keeping_client().await;
     let survived = app.is_logged_in(&app.client).await;
     if variant == Variant::Memory {
         assert!(!survived, "memory state dies with the process");
@@ -580,7 +443,7 @@ async fn the_cart_survives_a_restart_except_in_memory(variant: Variant) {
 
 async fn a_guest_fills_a_cart_and_registering_keeps_it(variant: Variant) {
     let app = spawn_app(variant).await;
-    let page = app.get("/products/3").await.text().await.expect("body");
+    let page = app.page("/products/3").await;
     assert!(
         page.contains(r#"action="/cart/add""#),
         "product pages carry the form"
@@ -598,7 +461,7 @@ async fn a_guest_fills_a_cart_and_registering_keeps_it(variant: Variant) {
     assert_eq!(app.cart_of(&app.client).await, [(3, 2), (5, 1)]);
     let json = app.session_json().await;
     assert!(json["user"].is_null(), "no one is logged in: {json}");
-    let page = app.get("/cart").await.text().await.expect("body");
+    let page = app.page("/cart").await;
     assert!(page.contains(r#"data-test="guest-note""#), "{page}");
     // Update and clear work for guests too.
     let res = app
@@ -610,7 +473,7 @@ async fn a_guest_fills_a_cart_and_registering_keeps_it(variant: Variant) {
     let res = app.post_form("/checkout", &[]).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/login?next=%2Fcart");
-    assert_eq!(count_orders(&app).await, 0);
+    assert_eq!(app.count_rows("orders").await, 0);
     let guest_cookie = app.cookie().expect("cookie");
     let res = app
         .post_form(
@@ -628,7 +491,7 @@ async fn a_guest_fills_a_cart_and_registering_keeps_it(variant: Variant) {
         Some(guest_cookie),
         "the session id is renewed"
     );
-    let page = app.get("/cart").await.text().await.expect("body");
+    let page = app.page("/cart").await;
     assert!(
         page.contains("Your cart came with you (2 products)"),
         "{page}"
@@ -640,7 +503,7 @@ async fn a_guest_fills_a_cart_and_registering_keeps_it(variant: Variant) {
         StatusCode::SEE_OTHER,
         "the same cart checks out"
     );
-    assert_eq!(count_orders(&app).await, 1);
+    assert_eq!(app.count_rows("orders").await, 1);
     assert!(app.cart_of(&app.client).await.is_empty());
 }
 
@@ -665,7 +528,7 @@ async fn an_idle_guest_cart_ends_on_its_own_timeout(variant: Variant) {
     assert_eq!(app.add_to_cart(2, 1).await.status(), StatusCode::SEE_OTHER);
     assert_eq!(app.cart_of(&app.client).await, [(2, 1)]);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let page = app.get("/cart").await.text().await.expect("body");
+    let page = app.page("/cart").await;
     // The cookie brings the guest's times, so the server can say why; a server-side store
     // already dropped the guest, and the server only knows the cookie is stale.
     assert!(

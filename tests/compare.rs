@@ -299,6 +299,6 @@ async fn compare_explains_how_to_make_a_report_until_there_is_one_then_serves_it
 #[tokio::test]
 async fn the_about_page_links_to_the_comparison() {
     let app = spawn_app(Variant::Cookie).await;
-    let body = app.get("/about").await.text().await.expect("body");
+    let body = app.page("/about").await;
     assert!(body.contains(r#"href="/compare""#));
 }

@@ -104,72 +104,69 @@ fn fails_with_exit_2(args: &[&str], env: &[(&str, &str)], must_mention: &[&str])
     }
 }
 
+/// How a bad value is given to `statecart serve`.
+#[derive(Debug, Clone, Copy)]
+enum Given {
+    /// As the `STATECART_<KEY>` variable.
+    Env,
+    /// As the `--<key>` flag.
+    Flag,
+}
+use Given::{Env, Flag};
+
+/// Each bad value alone: `(how, key, value, what the error names besides the key)`.
+type BadValues<'a> = &'a [(Given, &'a str, &'a str, &'a [&'a str])];
+
+/// Runs `serve` once per bad value: each exits 2 with one line naming its key.
+fn each_exits_2_naming_its_key(cases: BadValues) {
+    for &(given, key, value, also) in cases {
+        let (flag, var) = (
+            format!("--{}", key.replace('_', "-")),
+            format!("STATECART_{}", key.to_ascii_uppercase()),
+        );
+        let mentions: Vec<&str> = [key].into_iter().chain(also.iter().copied()).collect();
+        match given {
+            Env => fails_with_exit_2(&["serve"], &[(&var, value)], &mentions),
+            Flag => fails_with_exit_2(&["serve", &flag, value], &[], &mentions),
+        }
+    }
+}
+
+const BACKENDS: &str = "cookie, memory, database, redis";
+
 #[test]
 fn an_unknown_backend_exits_2_naming_the_key_and_the_allowed_values() {
-    fails_with_exit_2(
-        &["serve"],
-        &[("STATECART_SESSION_BACKEND", "files")],
-        &["session_backend", "cookie, memory, database, redis"],
-    );
-    fails_with_exit_2(
-        &["serve", "--session-backend", "Cookie"],
-        &[],
-        &["session_backend", "cookie, memory, database, redis"],
-    );
+    each_exits_2_naming_its_key(&[
+        (Env, "session_backend", "files", &[BACKENDS]),
+        (Flag, "session_backend", "Cookie", &[BACKENDS]),
+    ]);
 }
 
 #[test]
 fn a_bad_address_url_or_number_exits_2_naming_the_key() {
-    fails_with_exit_2(
-        &["serve", "--listen", "localhost"],
-        &[],
-        &["listen", "127.0.0.1:8080"],
-    );
-    fails_with_exit_2(
-        &["serve"],
-        &[("STATECART_DATABASE_URL", "mysql://x")],
-        &["database_url", "sqlite://", "postgres://"],
-    );
-    fails_with_exit_2(
-        &["serve"],
-        &[("STATECART_REDIS_URL", "localhost:6379")],
-        &["redis_url"],
-    );
-    fails_with_exit_2(
-        &["serve"],
-        &[("STATECART_IDLE_TIMEOUT_SECS", "soon")],
-        &["idle_timeout_secs"],
-    );
-    fails_with_exit_2(
-        &["serve"],
-        &[("STATECART_SESSION_KEY", "c2hvcnQ=")],
-        &["session_key", "64"],
-    );
+    each_exits_2_naming_its_key(&[
+        (Flag, "listen", "localhost", &["127.0.0.1:8080"]),
+        (
+            Env,
+            "database_url",
+            "mysql://x",
+            &["sqlite://", "postgres://"],
+        ),
+        (Env, "redis_url", "localhost:6379", &[]),
+        (Env, "idle_timeout_secs", "soon", &[]),
+        (Env, "session_key", "c2hvcnQ=", &["64"]),
+    ]);
 }
 
 #[test]
 fn out_of_range_security_settings_exit_2_naming_the_key() {
-    // A huge lease used to overflow `Instant + Duration` at the first /cart/live.
-    fails_with_exit_2(
-        &["serve", "--live-lease-secs", "18446744073709551615"],
-        &[],
-        &["live_lease_secs", "86400"],
-    );
-    fails_with_exit_2(
-        &["serve"],
-        &[("STATECART_TRUSTED_PROXIES", "10.0.0.1,nginx")],
-        &["trusted_proxies"],
-    );
-    fails_with_exit_2(
-        &["serve", "--body-read-timeout-secs", "0"],
-        &[],
-        &["body_read_timeout_secs", "300"],
-    );
-    fails_with_exit_2(
-        &["serve"],
-        &[("STATECART_ADMIN_REAUTH_SECS", "99999999")],
-        &["admin_reauth_secs"],
-    );
+    each_exits_2_naming_its_key(&[
+        // A huge lease used to overflow `Instant + Duration` at the first /cart/live.
+        (Flag, "live_lease_secs", "18446744073709551615", &["86400"]),
+        (Env, "trusted_proxies", "10.0.0.1,nginx", &[]),
+        (Flag, "body_read_timeout_secs", "0", &["300"]),
+        (Env, "admin_reauth_secs", "99999999", &[]),
+    ]);
 }
 
 #[test]

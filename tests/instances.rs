@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{PASSWORD, Variant, client, prepare, process::Instance};
+use common::{
+    Variant, body, client, get_json, post_form_to, prepare, process::Instance, register_at,
+};
 use reqwest::StatusCode;
 use statecart::Settings;
 
@@ -24,34 +26,17 @@ fn shared(settings: &Settings, instance: &str) -> Vec<(&'static str, String)> {
 
 /// Registers a new user on `instance` and puts two lines in the cart.
 async fn shop(client: &reqwest::Client, instance: &Instance) {
-    let res = client
-        .post(instance.url("/register"))
-        .form(&[("username", "walt"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    register_at(client, &instance.url("/register"), "walt").await;
     for (id, qty) in [("1", "2"), ("5", "1")] {
-        let res = client
-            .post(instance.url("/cart/add"))
-            .form(&[("product_id", id), ("quantity", qty)])
-            .send()
-            .await
-            .expect("add");
+        let form = [("product_id", id), ("quantity", qty)];
+        let res = post_form_to(client, &instance.url("/cart/add"), &form).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
     }
 }
 
 /// The user and cart lines `/session.json` reports on `instance`.
 async fn seen_by(client: &reqwest::Client, instance: &Instance) -> (Option<String>, usize) {
-    let json: serde_json::Value = client
-        .get(instance.url("/session.json"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let json = get_json(client, &instance.url("/session.json")).await;
     (
         json["user"].as_str().map(str::to_owned),
         json["cart"].as_array().map_or(0, Vec::len),
@@ -107,36 +92,26 @@ async fn a_login_on_one_instance_holds_on_the_other_except_in_memory(variant: Va
         // The other instance has its own memory: it says so cleanly (an empty cart, as for
         // any visitor, with the reason).
         assert_eq!(res.status(), StatusCode::OK);
-        let page = res.text().await.expect("body");
+        let page = body(res).await;
         assert!(page.contains("Your session has ended"), "{page}");
         assert!(page.contains(r#"data-test="cart-empty""#), "{page}");
         let inspector = browser.get(b.url("/session")).send().await.expect("GET");
-        assert!(
-            inspector
-                .text()
-                .await
-                .expect("body")
-                .contains("needs sticky routing")
-        );
+        assert!(body(inspector).await.contains("needs sticky routing"));
     } else {
         assert_eq!(
             res.status(),
             StatusCode::OK,
             "{variant:?}: logged in on b too"
         );
-        let body = res.text().await.expect("body");
+        let page = body(res).await;
         assert_eq!(
-            body.matches(r#"data-test="cart-line""#).count(),
+            page.matches(r#"data-test="cart-line""#).count(),
             2,
             "the cart too"
         );
         // And back: a change on b is seen on a.
-        let res = browser
-            .post(b.url("/cart/update"))
-            .form(&[("product_id", "5"), ("quantity", "0")])
-            .send()
-            .await
-            .expect("POST");
+        let form = [("product_id", "5"), ("quantity", "0")];
+        let res = post_form_to(&browser, &b.url("/cart/update"), &form).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
         assert_eq!(seen_by(&browser, &a).await, (Some("walt".to_owned()), 1));
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::{pin::Pin, process::Command, time::Duration};
 
-use common::{PASSWORD, TestApp, Variant, client, spawn_app_with};
+use common::{PASSWORD, TestApp, Variant, spawn_app_with};
 use futures_util::{Stream, StreamExt as _};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -59,6 +59,13 @@ impl Sse {
         }
     }
 
+    /// Opens a stream and reads its first event, the lease.
+    async fn lease(client: &reqwest::Client, url: String) -> (Self, Value) {
+        let mut stream = Self::open(client, url).await;
+        let lease = stream.expect("lease", 5).await;
+        (stream, lease)
+    }
+
     /// The next event that is not a `change` of some other product, by name.
     async fn expect(&mut self, name: &str, secs: u64) -> Value {
         let (got, data) = self.next(secs).await.expect("the stream is open");
@@ -103,31 +110,26 @@ async fn live_app(variant: Variant, lease_secs: u64) -> TestApp {
     .await
 }
 
+/// `username` registers, puts one of each of `products` in the cart and opens the cart's live
+/// stream: returns the stream and its lease.
+async fn watch_cart(app: &TestApp, username: &str, products: &[i64]) -> (Sse, Value) {
+    app.register(username).await;
+    for &id in products {
+        app.add_to_cart(id, 1).await;
+    }
+    Sse::lease(&app.client, app.url("/cart/live")).await
+}
+
 async fn a_change_reaches_the_cart_after_another_users_checkout_and_an_admin_price(
     variant: Variant,
 ) {
     let app = live_app(variant, 60).await;
-    app.register("una").await;
-    app.add_to_cart(1, 1).await;
-    app.add_to_cart(2, 1).await;
-    let mut live = Sse::open(&app.client, app.url("/cart/live")).await;
-    let lease = live.expect("lease", 5).await;
+    let (mut live, lease) = watch_cart(&app, "una", &[1, 2]).await;
     let start = lease["version"].as_i64().expect("version");
     assert!(lease["expires_at"].as_str().is_some());
 
     let rival = TestApp::client_registered(&app, "vic").await;
-    rival
-        .post(app.url("/cart/add"))
-        .form(&[("product_id", "1"), ("quantity", "3")])
-        .send()
-        .await
-        .expect("add");
-    let res = rival
-        .post(app.url("/checkout"))
-        .send()
-        .await
-        .expect("checkout");
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    app.buy_as(&rival, 1, 3).await;
     let change = live.expect("change", 10).await;
     assert_eq!(change["product_id"], 1);
     assert_eq!(change["stock"], 24 - 3);
@@ -150,10 +152,7 @@ async fn a_change_reaches_the_cart_after_another_users_checkout_and_an_admin_pri
 
 async fn a_lease_ends_with_lease_expired_and_the_stream_closes(variant: Variant) {
     let app = live_app(variant, 2).await;
-    app.register("wes").await;
-    app.add_to_cart(3, 1).await;
-    let mut live = Sse::open(&app.client, app.url("/cart/live")).await;
-    live.expect("lease", 5).await;
+    let (mut live, _) = watch_cart(&app, "wes", &[3]).await;
     let end = live.expect("lease-expired", 10).await;
     assert_eq!(end["poll_after_secs"], 7);
     assert!(end["version"].as_i64().is_some());
@@ -170,24 +169,14 @@ async fn polling_returns_exactly_the_changes_since_a_version(variant: Variant) {
     app.register("xia").await;
     app.add_to_cart(1, 1).await;
     app.add_to_cart(3, 1).await;
-    let start: Value = app
-        .get("/cart/changes?since=0")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let start = app.json("/cart/changes?since=0").await;
     let v0 = start["version"].as_i64().expect("version");
     assert_eq!(start["poll_after_secs"], 7);
 
     for (id, cents) in [("1", "1111"), ("2", "2222"), ("3", "3333")] {
         assert_eq!(admin(&app, &["set-price", id, cents]).0, Some(0));
     }
-    let since: Value = app
-        .get(&format!("/cart/changes?since={v0}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let since = app.json(&format!("/cart/changes?since={v0}")).await;
     let changes = since["changes"].as_array().expect("changes");
     let got: Vec<(i64, i64)> = changes
         .iter()
@@ -204,12 +193,9 @@ async fn polling_returns_exactly_the_changes_since_a_version(variant: Variant) {
         "only the cart's products, oldest first"
     );
     let after_first = changes[0]["version"].as_i64().expect("version");
-    let later: Value = app
-        .get(&format!("/cart/changes?since={after_first}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let later = app
+        .json(&format!("/cart/changes?since={after_first}"))
+        .await;
     assert_eq!(later["changes"].as_array().map(Vec::len), Some(1));
     assert!(later["version"].as_i64() >= changes[1]["version"].as_i64());
 
@@ -227,67 +213,38 @@ async fn the_registry_is_bounded_and_ends_the_oldest_lease_first(variant: Varian
         s.live_lease = Duration::from_secs(60);
     })
     .await;
-    app.register("yan").await;
-    app.add_to_cart(1, 1).await;
-    let mut first = Sse::open(&app.client, app.url("/cart/live")).await;
-    first.expect("lease", 5).await;
-    let mut second = Sse::open(&app.client, app.url("/cart/live")).await;
-    second.expect("lease", 5).await;
-    let mut third = Sse::open(&app.client, app.url("/cart/live")).await;
-    third.expect("lease", 5).await;
+    let (mut first, _) = watch_cart(&app, "yan", &[1]).await;
+    // Two more streams of the same user, kept open to the end.
+    let (_second, _) = Sse::lease(&app.client, app.url("/cart/live")).await;
+    let (_third, _) = Sse::lease(&app.client, app.url("/cart/live")).await;
     first.expect("lease-expired", 5).await;
     assert_eq!(first.next(5).await, None);
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
-    assert!(
-        metrics.contains("statecart_live_leases_active 2"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("statecart_live_leases_expired_total 1"),
-        "{metrics}"
-    );
+    assert_eq!(app.metric("statecart_live_leases_active").await, 2);
+    assert_eq!(app.metric("statecart_live_leases_expired_total").await, 1);
 }
 
 async fn a_restart_drops_every_lease_and_polling_still_tells_the_truth(variant: Variant) {
     let app = live_app(variant, 60).await;
-    app.register("zed").await;
-    app.add_to_cart(4, 1).await;
-    let mut live = Sse::open(&app.client, app.url("/cart/live")).await;
-    let lease = live.expect("lease", 5).await;
+    let (mut live, lease) = watch_cart(&app, "zed", &[4]).await;
     let version = lease["version"].as_i64().expect("version");
-    let (client, jar) = (app.client.clone(), app.jar.clone());
-    let mut app = app.restart().await;
-    app.client = client;
-    app.jar = jar;
+    let app = app.restart_keeping_client().await;
     // The stopping server ended the lease; the stream is closed.
     assert_eq!(live.expect("lease-expired", 10).await["poll_after_secs"], 7);
     assert_eq!(live.next(10).await, None);
     assert_eq!(admin(&app, &["set-stock", "4", "2"]).0, Some(0));
     if variant != Variant::Memory {
-        let polled: Value = app
-            .get(&format!("/cart/changes?since={version}"))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let polled = app.json(&format!("/cart/changes?since={version}")).await;
         assert_eq!(
             polled["changes"][0]["stock"], 2,
             "polling reads the database: {polled}"
         );
     }
-    assert!(
-        app.get("/metrics")
-            .await
-            .text()
-            .await
-            .expect("metrics")
-            .contains("statecart_live_leases_active 0")
-    );
+    assert_eq!(app.metric("statecart_live_leases_active").await, 0);
 }
 
 async fn admin_commands_refuse_bad_values_and_change_nothing(variant: Variant) {
     let app = live_app(variant, 60).await;
-    let before: Value = app.get("/products.json").await.json().await.expect("json");
+    let before = app.json("/products.json").await;
     for args in [
         ["set-price", "1", "-5"],
         ["set-price", "1", "12.50"],
@@ -302,7 +259,7 @@ async fn admin_commands_refuse_bad_values_and_change_nothing(variant: Variant) {
         assert!(stderr.contains("nothing was changed"), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
     }
-    let after: Value = app.get("/products.json").await.json().await.expect("json");
+    let after = app.json("/products.json").await;
     assert_eq!(before, after);
 }
 
@@ -323,20 +280,12 @@ async fn the_admin_page_is_for_admins_only_and_refuses_bad_values(variant: Varia
 
     // `admin_users` names root, but root had no account at start: registering grants nothing.
     let root = TestApp::client_registered(&app, "root").await;
-    let page = root
-        .get(app.url("/admin/products"))
-        .send()
-        .await
-        .expect("GET");
+    let page = app.get_as(&root, "/admin/products").await;
     assert_eq!(page.status(), StatusCode::FORBIDDEN);
     assert_eq!(admin(&app, &["grant", "root"]).0, Some(0));
-    let page = root
-        .get(app.url("/admin/products"))
-        .send()
-        .await
-        .expect("GET");
+    let page = app.get_as(&root, "/admin/products").await;
     assert_eq!(page.status(), StatusCode::OK);
-    let before: Value = app.get("/products.json").await.json().await.expect("json");
+    let before = app.json("/products.json").await;
     for (form, status) in [
         (
             vec![("product_id", "1"), ("price_cents", "-1")],
@@ -360,25 +309,16 @@ async fn the_admin_page_is_for_admins_only_and_refuses_bad_values(variant: Varia
             StatusCode::BAD_REQUEST,
         ),
     ] {
-        let res = root
-            .post(app.url("/admin/products"))
-            .form(&form)
-            .send()
-            .await
-            .expect("POST");
+        let res = app.post_form_as(&root, "/admin/products", &form).await;
         assert_eq!(res.status(), status, "{form:?}");
     }
-    let after: Value = app.get("/products.json").await.json().await.expect("json");
+    let after = app.json("/products.json").await;
     assert_eq!(before, after, "refused changes changed nothing");
 
-    let res = root
-        .post(app.url("/admin/products"))
-        .form(&[("product_id", "1"), ("price_cents", "999"), ("stock", "4")])
-        .send()
-        .await
-        .expect("POST");
+    let form = [("product_id", "1"), ("price_cents", "999"), ("stock", "4")];
+    let res = app.post_form_as(&root, "/admin/products", &form).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let product = app.get("/products/1").await.text().await.expect("body");
+    let product = app.page("/products/1").await;
     assert!(product.contains("$9.99") && product.contains("Only 4 left"));
 }
 
@@ -386,20 +326,18 @@ async fn admin_is_a_role_of_an_account_granted_and_revoked_by_command(variant: V
     let app = live_app(variant, 60).await;
     // Whoever registers a name from admin_users after the start, in any letter case, is no admin.
     let squatter = TestApp::client_registered(&app, "ROOT").await;
-    let status = |client: reqwest::Client| {
-        let url = app.url("/admin/products");
-        async move { client.get(url).send().await.expect("GET").status() }
-    };
-    assert_eq!(status(squatter.clone()).await, StatusCode::FORBIDDEN);
+    let status =
+        async |client: &reqwest::Client| app.get_as(client, "/admin/products").await.status();
+    assert_eq!(status(&squatter).await, StatusCode::FORBIDDEN);
 
     let (code, stderr) = admin(&app, &["grant", "nobody-here"]);
     assert_eq!(code, Some(2), "an unknown account is refused: {stderr}");
     assert!(stderr.contains("nobody-here"), "{stderr}");
     assert_eq!(admin(&app, &["grant", "root"]).0, Some(0));
-    assert_eq!(status(squatter.clone()).await, StatusCode::OK);
+    assert_eq!(status(&squatter).await, StatusCode::OK);
     assert_eq!(admin(&app, &["revoke", "Root"]).0, Some(0));
     assert_eq!(
-        status(squatter.clone()).await,
+        status(&squatter).await,
         StatusCode::FORBIDDEN,
         "a revoke holds at once, for sessions already logged in"
     );
@@ -407,11 +345,7 @@ async fn admin_is_a_role_of_an_account_granted_and_revoked_by_command(variant: V
     // admin_users grants the accounts that exist when the server starts.
     let app = app.restart().await;
     let root = app.login_new_client("ROOT").await;
-    let res = root
-        .get(app.url("/admin/products"))
-        .send()
-        .await
-        .expect("GET");
+    let res = app.get_as(&root, "/admin/products").await;
     assert_eq!(res.status(), StatusCode::OK, "granted at start");
 }
 
@@ -423,19 +357,19 @@ async fn an_old_login_confirms_price_changes_with_the_password(variant: Variant)
     .await;
     app.register("root").await;
     assert_eq!(admin(&app, &["grant", "root"]).0, Some(0));
-    let page = app.get("/admin/products").await.text().await.expect("body");
+    let page = app.page("/admin/products").await;
     assert!(
         page.contains("data-test=\"admin-password\""),
         "the form asks"
     );
-    let before: Value = app.get("/products.json").await.json().await.expect("json");
+    let before = app.json("/products.json").await;
     for password in [None, Some(""), Some("not the password")] {
         let mut form = vec![("product_id", "1"), ("price_cents", "1")];
         form.extend(password.map(|p| ("password", p)));
         let res = app.post_form("/admin/products", &form).await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{password:?}");
     }
-    let after: Value = app.get("/products.json").await.json().await.expect("json");
+    let after = app.json("/products.json").await;
     assert_eq!(before, after, "no change without the password");
     let res = app
         .post_form(
@@ -448,7 +382,7 @@ async fn an_old_login_confirms_price_changes_with_the_password(variant: Variant)
         )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let product = app.get("/products/1").await.text().await.expect("body");
+    let product = app.page("/products/1").await;
     assert!(product.contains("$0.01"));
 }
 
@@ -471,27 +405,9 @@ async fn a_checkout_on_one_instance_reaches_a_subscriber_on_another() {
     a.register("ava").await;
     a.add_to_cart(5, 1).await;
     // The same browser, now talking to instance b (same database, same key).
-    let mut live = Sse::open(&a.client, b.url("/cart/live")).await;
-    live.expect("lease", 5).await;
-    let buyer = client();
-    buyer
-        .post(a.url("/register"))
-        .form(&[("username", "bob"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("register");
-    buyer
-        .post(a.url("/cart/add"))
-        .form(&[("product_id", "5"), ("quantity", "2")])
-        .send()
-        .await
-        .expect("add");
-    let res = buyer
-        .post(a.url("/checkout"))
-        .send()
-        .await
-        .expect("checkout");
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (mut live, _) = Sse::lease(&a.client, b.url("/cart/live")).await;
+    let buyer = TestApp::client_registered(&a, "bob").await;
+    a.buy_as(&buyer, 5, 2).await;
     let change = live.expect("change", 10).await;
     assert_eq!(
         (change["product_id"].clone(), change["stock"].clone()),

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{Variant, assert_no_set_cookie, spawn_app};
+use common::{Variant, assert_no_set_cookie, proxy::Proxy, spawn_app};
 use reqwest::StatusCode;
-use statecart::{config::DatabaseUrl, db::Db};
+use statecart::{Settings, config::DatabaseUrl, db::Db};
 
 /// Makes the `sessions` table vanish (or come back) under a running app.
 async fn sessions_table(app: &common::TestApp, present: bool) {
@@ -19,6 +19,40 @@ async fn sessions_table(app: &common::TestApp, present: bool) {
     db.close().await;
 }
 
+/// Checks a stateful answer while the store is away: 503 with Retry-After, and no cookie change.
+fn assert_unavailable(res: &reqwest::Response, what: &str) {
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+    assert!(res.headers().contains_key("retry-after"), "{what}");
+    assert_no_set_cookie(res, what);
+}
+
+/// Checks, once the store is back, that the browser kept its `cookie` and is still logged in.
+async fn assert_the_same_session_goes_on(app: &common::TestApp, cookie: &str, what: &str) {
+    assert_eq!(
+        app.cookie().as_deref(),
+        Some(cookie),
+        "{what}: the browser kept its cookie"
+    );
+    assert!(
+        app.is_logged_in(&app.client).await,
+        "{what}: the same session goes on"
+    );
+}
+
+/// Checks that the catalog pages answer while `what` is away.
+async fn the_catalog_serves_without(app: &common::TestApp, what: &str) {
+    for path in [
+        "/",
+        "/products",
+        "/products/1",
+        "/products/2",
+        "/products.json",
+    ] {
+        let status = app.get(path).await.status();
+        assert_eq!(status, StatusCode::OK, "{path} without {what}");
+    }
+}
+
 #[tokio::test]
 async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
     let app = spawn_app(Variant::Sqlite).await;
@@ -27,15 +61,11 @@ async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
 
     sessions_table(&app, false).await;
     for path in ["/account", "/session", "/session.json"] {
-        let res = app.get(path).await;
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
-        assert!(res.headers().contains_key("retry-after"), "{path}");
-        assert_no_set_cookie(&res, path);
+        assert_unavailable(&app.get(path).await, path);
     }
     let res = app.post_form("/logout", &[]).await;
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_no_set_cookie(&res, "logout during an outage");
-    let page = app.get("/account").await.text().await.expect("body");
+    assert_unavailable(&res, "logout during an outage");
+    let page = app.page("/account").await;
     assert!(
         page.contains("The session store is not answering"),
         "a page a person understands"
@@ -45,24 +75,10 @@ async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
     let health: serde_json::Value = health.json().await.expect("json");
     assert_eq!(health["session_store"], "down");
-    for path in ["/", "/products", "/products/1", "/products.json"] {
-        assert_eq!(
-            app.get(path).await.status(),
-            StatusCode::OK,
-            "{path} needs no session store"
-        );
-    }
+    the_catalog_serves_without(&app, "the session store").await;
 
     sessions_table(&app, true).await;
-    assert_eq!(
-        app.cookie().as_deref(),
-        Some(cookie.as_str()),
-        "the browser kept its cookie"
-    );
-    assert!(
-        app.is_logged_in(&app.client).await,
-        "the same session goes on"
-    );
+    assert_the_same_session_goes_on(&app, &cookie, "sessions table").await;
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
 }
 
@@ -87,7 +103,7 @@ where
 
 /// While the store is unreachable: 503 + Retry-After on stateful pages, no cookie change, a
 /// checkout that changes nothing; afterwards the same session and cart, and checkout works.
-async fn outage_and_recovery(app: &common::TestApp, proxy: &common::proxy::Proxy, what: &str) {
+async fn outage_and_recovery(app: &common::TestApp, proxy: &Proxy, what: &str) {
     app.register("xena").await;
     app.add_to_cart(2, 2).await;
     let cookie = app.cookie().expect("cookie");
@@ -95,22 +111,10 @@ async fn outage_and_recovery(app: &common::TestApp, proxy: &common::proxy::Proxy
 
     proxy.close();
     for path in ["/cart", "/session.json"] {
-        let res = app.get(path).await;
-        assert_eq!(
-            res.status(),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{what}: {path}"
-        );
-        assert!(res.headers().contains_key("retry-after"), "{what}: {path}");
-        assert_no_set_cookie(&res, path);
+        assert_unavailable(&app.get(path).await, &format!("{what}: {path}"));
     }
     let res = app.post_form("/checkout", &[]).await;
-    assert_eq!(
-        res.status(),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{what}: checkout"
-    );
-    assert_no_set_cookie(&res, "checkout during an outage");
+    assert_unavailable(&res, &format!("{what}: checkout during an outage"));
     let health = app.get("/healthz").await;
     assert_eq!(
         health.status(),
@@ -124,11 +128,7 @@ async fn outage_and_recovery(app: &common::TestApp, proxy: &common::proxy::Proxy
     })
     .await;
     assert!(back, "{what}: the app recovers by itself");
-    assert_eq!(
-        app.cookie().as_deref(),
-        Some(cookie.as_str()),
-        "the browser kept its cookie"
-    );
+    assert_the_same_session_goes_on(app, &cookie, what).await;
     assert_eq!(
         app.cart_of(&app.client).await,
         [(2, 2)],
@@ -148,72 +148,88 @@ async fn outage_and_recovery(app: &common::TestApp, proxy: &common::proxy::Proxy
     assert_eq!(app.stock_of(2).await, stock - 2);
 }
 
-#[tokio::test]
-async fn redis_unreachable_then_back_answers_503_then_continues_the_same_session() {
-    if !Variant::Redis.is_available() {
-        return;
-    }
-    let (mut settings, data) = common::prepare(Variant::Redis).await;
-    let target = settings
-        .redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("redis host:port in STATECART_TEST_REDIS_URL");
-    let proxy = common::proxy::Proxy::start(target).await;
-    settings.redis_url = format!("redis://127.0.0.1:{}", proxy.port());
-    let app = common::start(settings, data).await;
-    outage_and_recovery(&app, &proxy, "redis").await;
-    // The stateless half never needed Redis.
-    proxy.close();
-    for path in ["/", "/products", "/products/2", "/products.json"] {
-        assert_eq!(
-            app.get(path).await.status(),
-            StatusCode::OK,
-            "{path} without Redis"
-        );
-    }
-    proxy.open().await;
+/// The setting that names a service's URL (`scheme://[user@]host[:port][/rest]`).
+struct UrlSetting {
+    get: fn(&Settings) -> String,
+    set: fn(&mut Settings, String),
+    default_port: u16,
 }
 
-#[tokio::test]
-async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_session() {
-    if !Variant::Postgres.is_available() {
-        return;
-    }
-    let (mut settings, data) = common::prepare(Variant::Postgres).await;
-    // postgres://user@host:port/db -> the same through the proxy.
-    let (scheme_user, rest) = settings
-        .database_url
-        .as_str()
-        .split_once('@')
-        .expect("url with user@");
-    let (host_port, path) = rest.split_once('/').expect("url with a database");
+const REDIS: UrlSetting = UrlSetting {
+    get: |s| s.redis_url.clone(),
+    set: |s, url| s.redis_url = url,
+    default_port: 6379,
+};
+
+const POSTGRES: UrlSetting = UrlSetting {
+    get: |s| s.database_url.as_str().to_owned(),
+    set: |s, url| s.database_url = DatabaseUrl::parse(&url).expect("a PostgreSQL URL"),
+    default_port: 5432,
+};
+
+/// An app of `variant` that reaches its service through a proxy the test can close: the
+/// service's URL is pointed at the proxy, which forwards to the service's address.
+async fn behind_a_proxy(variant: Variant, setting: &UrlSetting) -> (common::TestApp, Proxy) {
+    let (mut settings, data) = common::prepare(variant).await;
+    let url = &(setting.get)(&settings);
+    let host_start = url.find("://").expect("scheme://") + 3;
+    let authority_end = url[host_start..]
+        .find('/')
+        .map_or(url.len(), |slash| host_start + slash);
+    let host_start = url[host_start..authority_end]
+        .rfind('@')
+        .map_or(host_start, |at| host_start + at + 1);
+    let host_port = &url[host_start..authority_end];
     let host_port = if host_port.contains(':') {
         host_port.to_owned()
     } else {
-        format!("{host_port}:5432")
+        format!("{host_port}:{}", setting.default_port)
     };
     let target = host_port
         .replace("localhost", "127.0.0.1")
         .parse()
-        .expect("host:port");
-    let proxy = common::proxy::Proxy::start(target).await;
-    settings.database_url =
-        DatabaseUrl::parse(&format!("{scheme_user}@127.0.0.1:{}/{path}", proxy.port()))
-            .expect("a PostgreSQL URL");
-    let app = common::start(settings, data).await;
-    outage_and_recovery(&app, &proxy, "postgres").await;
-    // Catalog pages come from the in-memory snapshot: they keep serving while the database
-    // is down (soft state: the last catalog this instance read).
-    proxy.close();
-    for path in ["/", "/products", "/products/2", "/products.json"] {
-        assert_eq!(
-            app.get(path).await.status(),
-            StatusCode::OK,
-            "{path} without the database"
-        );
+        .unwrap_or_else(|err| panic!("host:port in {url}: {err}"));
+    let proxy = Proxy::start(target).await;
+    let through_proxy = format!(
+        "{}127.0.0.1:{}{}",
+        &url[..host_start],
+        proxy.port(),
+        &url[authority_end..]
+    );
+    (setting.set)(&mut settings, through_proxy);
+    (common::start(settings, data).await, proxy)
+}
+
+/// The outage of `variant`'s service (skipped when it is not configured): the outage and the
+/// recovery, then the service goes away again and the catalog pages keep serving. Returns the
+/// app with its proxy still closed.
+async fn outage_of(variant: Variant, setting: &UrlSetting) -> Option<(common::TestApp, Proxy)> {
+    if !variant.is_available() {
+        return None;
     }
+    let (app, proxy) = behind_a_proxy(variant, setting).await;
+    let what = format!("{variant:?}");
+    outage_and_recovery(&app, &proxy, &what).await;
+    proxy.close();
+    the_catalog_serves_without(&app, &what).await;
+    Some((app, proxy))
+}
+
+/// The stateless half never needed Redis.
+#[tokio::test]
+async fn redis_unreachable_then_back_answers_503_then_continues_the_same_session() {
+    if let Some((_app, proxy)) = outage_of(Variant::Redis, &REDIS).await {
+        proxy.open().await;
+    }
+}
+
+/// Catalog pages come from the in-memory snapshot: they keep serving while the database is
+/// down (soft state: the last catalog this instance read).
+#[tokio::test]
+async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_session() {
+    let Some((app, proxy)) = outage_of(Variant::Postgres, &POSTGRES).await else {
+        return;
+    };
     // What needs the database answers 503, never hangs: the health check says so.
     let started = std::time::Instant::now();
     let res = app.get("/healthz").await;
@@ -223,12 +239,9 @@ async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_sess
         "bounded by the pool timeout"
     );
     // A login needs the database as well: the documented 503, never a 500.
-    let res = common::client()
-        .post(app.url("/login"))
-        .form(&[("username", "xena"), ("password", common::PASSWORD)])
-        .send()
-        .await
-        .expect("POST /login");
+    let res = app
+        .log_in_as(&common::client(), "xena", common::PASSWORD)
+        .await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "login");
     assert!(res.headers().contains_key("retry-after"), "login");
     proxy.open().await;

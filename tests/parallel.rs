@@ -271,7 +271,7 @@ async fn the_inspector_says_server_side_backends_lose_no_parallel_write(variant:
             .is_some_and(|s| s.starts_with("none lost")),
         "{json}"
     );
-    let page = app.get("/session").await.text().await.expect("body");
+    let page = app.page("/session").await;
     assert!(page.contains("Parallel writes"), "{page}");
 }
 

@@ -5,13 +5,14 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{DataDir, Variant};
+use common::{DataDir, PASSWORD, Variant};
 
 use actix_session::storage::{SessionKey, SessionStore};
 use actix_web::cookie::time::Duration as Ttl;
 use statecart::{
     config::SessionBackend,
     db::Db,
+    domain::accounts::{self, Password, Username},
     session::{
         Store,
         state::{LOADED, META, USER},
@@ -37,15 +38,14 @@ async fn fixture(variant: Variant, idle_secs: u64) -> Fixture {
     settings.idle_timeout = std::time::Duration::from_secs(idle_secs);
     let db = Db::open(&settings.database_url).await.expect("db");
     db.migrate().await.expect("migrate");
+    // The accounts the states below log in, made as the app makes them.
     for id in [1_i64, 2] {
-        sqlx::query(
-            "INSERT INTO users (id, username, username_key, password_hash, created_at) VALUES ($1, $2, $2, 'x', 0)",
-        )
-        .bind(id)
-        .bind(format!("user{id}"))
-        .execute(&db.pool)
-        .await
-        .expect("user");
+        let name = Username::parse(&format!("user{id}")).expect("username");
+        let password = Password::parse(PASSWORD).expect("password");
+        let user = accounts::register(&db, &name, password)
+            .await
+            .expect("register");
+        assert_eq!(user.id, id, "a fresh database numbers its users from 1");
     }
     Fixture {
         store: Store::build(&settings, &db).expect("store"),

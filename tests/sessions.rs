@@ -6,37 +6,18 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    PASSWORD, TestApp, Variant, assert_no_set_cookie, client, client_with_cookie, session_cookie,
-    spawn_app, spawn_app_with,
+    PASSWORD, TestApp, Variant, assert_no_set_cookie, body, client, client_with_cookie,
+    credentials, location, session_cookie, set_cookie_header, spawn_app, spawn_app_with,
 };
 use reqwest::StatusCode;
 use statecart::config::SessionBackend;
 
-fn location(res: &reqwest::Response) -> &str {
-    res.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
-
 async fn registering_logs_in_with_a_303(variant: Variant) {
     let app = spawn_app(variant).await;
-    let res = app
-        .post_form(
-            "/register",
-            &[("username", "alice"), ("password", PASSWORD)],
-        )
-        .await;
+    let res = app.post_form("/register", &credentials("alice")).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/");
-    let cookie = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("statecart="))
-        .expect("a session cookie")
-        .to_owned();
+    let cookie = set_cookie_header(&res, "statecart").expect("a session cookie");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
     }
@@ -53,33 +34,17 @@ async fn login_and_logout_work_and_logout_clears_the_cookie(variant: Variant) {
     let browser = app.login_new_client("bob").await;
     assert!(app.is_logged_in(&browser).await);
 
-    let res = browser.post(app.url("/logout")).send().await.expect("POST");
+    let res = app.post_as(&browser, "/logout").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/login?loggedout=1");
-    let removal = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("statecart="))
-        .expect("the cookie is removed")
-        .to_owned();
+    let removal = set_cookie_header(&res, "statecart").expect("the cookie is removed");
     assert!(
         removal.contains("Max-Age=0") || removal.contains("Expires"),
         "{removal}"
     );
     assert!(!app.is_logged_in(&browser).await);
-    let page = browser
-        .get(app.url("/login?loggedout=1"))
-        .send()
-        .await
-        .expect("GET");
-    assert!(
-        page.text()
-            .await
-            .expect("body")
-            .contains("You have logged out.")
-    );
+    let page = body(app.get_as(&browser, "/login?loggedout=1").await).await;
+    assert!(page.contains("You have logged out."));
 }
 
 async fn stateful_pages_without_login_redirect_to_login_with_next(variant: Variant) {
@@ -87,12 +52,7 @@ async fn stateful_pages_without_login_redirect_to_login_with_next(variant: Varia
     let res = app.get("/account").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/login?next=%2Faccount");
-    let page = app
-        .get("/login?next=%2Faccount")
-        .await
-        .text()
-        .await
-        .expect("body");
+    let page = app.page("/login?next=%2Faccount").await;
     assert!(
         page.contains("Please log in (or create an account) to continue"),
         "the page says why"
@@ -108,14 +68,11 @@ async fn a_taken_username_gets_a_friendly_422_whatever_its_case(variant: Variant
     app.register("Carol").await;
     let other = client();
     for name in ["Carol", "carol", "CAROL"] {
-        let res = other
-            .post(app.url("/register"))
-            .form(&[("username", name), ("password", PASSWORD)])
-            .send()
-            .await
-            .expect("POST");
+        let res = app
+            .post_form_as(&other, "/register", &credentials(name))
+            .await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{name}");
-        let body = res.text().await.expect("body");
+        let body = body(res).await;
         assert!(body.contains("That username is taken"), "{name}");
         assert!(
             body.contains(&format!(r#"value="{name}""#)),
@@ -145,19 +102,10 @@ async fn invalid_usernames_and_passwords_are_refused_with_422(variant: Variant) 
             StatusCode::UNPROCESSABLE_ENTITY,
             "{username}/{password}"
         );
-        assert!(
-            res.text().await.expect("body").contains(message),
-            "{message}"
-        );
+        assert!(body(res).await.contains(message), "{message}");
     }
     // A form missing its fields entirely gets the same clear page, not a 5xx.
-    let res = app
-        .client
-        .post(app.url("/register"))
-        .form(&[("x", "y")])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.post_form("/register", &[("x", "y")]).await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         app.session_json().await["user"].is_null(),
@@ -168,20 +116,10 @@ async fn invalid_usernames_and_passwords_are_refused_with_422(variant: Variant) 
 async fn a_wrong_password_and_an_unknown_user_look_exactly_alike(variant: Variant) {
     let app = spawn_app(variant).await;
     app.register("erin").await;
-    let attempt = |username: &'static str, password: &'static str| {
-        let client = client();
-        let url = app.url("/login");
-        async move {
-            let res = client
-                .post(url)
-                .form(&[("username", username), ("password", password)])
-                .send()
-                .await
-                .expect("POST");
-            let status = res.status();
-            let body = res.text().await.expect("body");
-            (status, body.replace(username, "NAME"))
-        }
+    let attempt = async |username: &str, password: &str| {
+        let res = app.log_in_as(&client(), username, password).await;
+        let status = res.status();
+        (status, body(res).await.replace(username, "NAME"))
     };
     let wrong_password = attempt("erin", "not the password").await;
     let unknown_user = attempt("nobody", "not the password").await;
@@ -193,26 +131,26 @@ async fn a_wrong_password_and_an_unknown_user_look_exactly_alike(variant: Varian
 async fn next_only_ever_leads_to_a_local_path(variant: Variant) {
     let app = spawn_app(variant).await;
     app.register("frank").await;
-    for (next, expected) in [
-        ("/account", "/account"),
-        ("https://evil.example/", "/"),
-        ("//evil.example/", "/"),
-        ("/\\evil.example", "/"),
-        ("javascript:alert(1)", "/"),
-        ("evil.example", "/"),
-    ] {
-        let res = client()
-            .post(app.url("/login"))
-            .form(&[
-                ("username", "frank"),
-                ("password", PASSWORD),
-                ("next", next),
-            ])
-            .send()
-            .await
-            .expect("POST");
+    // Where a fresh login with this `next` is sent.
+    let log_in_to = async |next: &str| {
+        let form = [
+            ("username", "frank"),
+            ("password", PASSWORD),
+            ("next", next),
+        ];
+        let res = app.post_form_as(&client(), "/login", &form).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER, "{next}");
-        assert_eq!(location(&res), expected, "{next}");
+        location(&res).to_owned()
+    };
+    assert_eq!(log_in_to("/account").await, "/account", "a local path");
+    for elsewhere in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "evil.example",
+    ] {
+        assert_eq!(log_in_to(elsewhere).await, "/", "{elsewhere}");
     }
 }
 
@@ -221,9 +159,7 @@ async fn login_issues_a_new_session_id(variant: Variant) {
     app.register("gina").await;
     app.register("hank").await;
     let before = app.cookie().expect("a session cookie");
-    let res = app
-        .post_form("/login", &[("username", "gina"), ("password", PASSWORD)])
-        .await;
+    let res = app.post_form("/login", &credentials("gina")).await;
     let after = session_cookie(&res).expect("login sets a new cookie");
     assert_ne!(before, after);
     assert_eq!(app.session_json().await["user"], "gina");
@@ -238,12 +174,7 @@ async fn an_unknown_session_id_is_never_adopted(variant: Variant) {
     app.register("ivy").await;
     // An attacker plants a cookie; logging in must not keep it.
     let planted = client_with_cookie("planted-by-an-attacker");
-    let res = planted
-        .post(app.url("/login"))
-        .form(&[("username", "ivy"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.log_in_as(&planted, "ivy", PASSWORD).await;
     let issued = session_cookie(&res).expect("a new cookie");
     assert_ne!(issued, "planted-by-an-attacker");
     assert!(!app.is_logged_in(&planted).await);
@@ -253,13 +184,7 @@ async fn a_replayed_pre_logout_cookie_is_rejected_except_on_the_cookie_backend(v
     let app = spawn_app(variant).await;
     app.register("jack").await;
     let saved = app.cookie().expect("cookie");
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.post("/logout").await.status(), StatusCode::SEE_OTHER);
     let replay = client_with_cookie(&saved);
     let still_valid = app.is_logged_in(&replay).await;
     // The documented trade-off: a stateless server cannot revoke what it never stored.
@@ -325,8 +250,7 @@ async fn a_session_ends_at_the_absolute_timeout_whatever_the_activity(variant: V
         }
     }
     assert!(!logged_in, "still logged in after the absolute timeout");
-    let page = app.get("/login").await.text().await.expect("body");
-    assert!(page.contains("maximum length"));
+    assert!(app.page("/login").await.contains("maximum length"));
 }
 
 async fn tampered_garbage_and_oversized_cookies_mean_no_session(variant: Variant) {
@@ -341,21 +265,14 @@ async fn tampered_garbage_and_oversized_cookies_mean_no_session(variant: Variant
     for value in [tampered.as_str(), "garbage", "", "%%%", huge.as_str()] {
         let browser = client_with_cookie(value);
         for path in ["/session.json", "/session", "/account", "/login"] {
-            let res = browser.get(app.url(path)).send().await.expect("GET");
+            let res = app.get_as(&browser, path).await;
             assert!(
                 matches!(res.status(), StatusCode::OK | StatusCode::SEE_OTHER),
                 "{path} with a bad cookie answered {}",
                 res.status()
             );
         }
-        let json: serde_json::Value = browser
-            .get(app.url("/session.json"))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("json");
+        let json = app.session_json_of(&browser).await;
         assert!(json["user"].is_null(), "a bad cookie is no session");
     }
 }
@@ -378,12 +295,7 @@ async fn cross_site_posts_are_refused_and_change_nothing(variant: Variant) {
             .expect("POST");
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{header}: {value}");
         assert_no_set_cookie(&res, "a refused request");
-        assert!(
-            res.text()
-                .await
-                .expect("body")
-                .contains("sent from another site")
-        );
+        assert!(body(res).await.contains("sent from another site"));
         assert!(
             app.is_logged_in(&app.client).await,
             "the refused logout changed nothing"
@@ -392,17 +304,12 @@ async fn cross_site_posts_are_refused_and_change_nothing(variant: Variant) {
     let res = client()
         .post(app.url("/register"))
         .header("origin", "http://evil.example")
-        .form(&[("username", "mallory"), ("password", PASSWORD)])
+        .form(&credentials("mallory"))
         .send()
         .await
         .expect("POST");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let login = client()
-        .post(app.url("/login"))
-        .form(&[("username", "mallory"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let login = app.log_in_as(&client(), "mallory", PASSWORD).await;
     assert_eq!(
         login.status(),
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -482,7 +389,7 @@ async fn the_inspector_reports_where_the_state_lives(variant: Variant) {
             "{key}: {at} is RFC 3339"
         );
     }
-    let page = app.get("/session").await.text().await.expect("body");
+    let page = app.page("/session").await;
     assert!(page.contains(&format!("<code>{}</code>", variant.backend())));
     assert!(page.contains(r#"data-test="inspector-user">pete<"#));
 }
@@ -491,15 +398,10 @@ async fn the_account_page_lists_and_revokes_other_sessions_where_it_can(variant:
     let app = spawn_app(variant).await;
     app.register("quinn").await;
     let laptop = app.login_new_client("quinn").await;
-    let page = app.get("/account").await.text().await.expect("body");
-    let res = app
-        .client
-        .post(app.url("/account/sessions/revoke-others"))
-        .send()
-        .await
-        .expect("POST");
+    let page = app.page("/account").await;
+    let res = app.post("/account/sessions/revoke-others").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let after = app.get("/account").await.text().await.expect("body");
+    let after = app.page("/account").await;
     if variant == Variant::Cookie {
         assert!(page.contains(r#"data-test="cannot-list""#));
         assert!(after.contains("nothing it could revoke"));
@@ -528,9 +430,7 @@ async fn login_posts_are_rate_limited_per_address(variant: Variant) {
             .await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let res = app
-        .post_form("/register", &[("username", "rosa"), ("password", PASSWORD)])
-        .await;
+    let res = app.post_form("/register", &credentials("rosa")).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = res.headers()["retry-after"]
         .to_str()
@@ -538,12 +438,7 @@ async fn login_posts_are_rate_limited_per_address(variant: Variant) {
         .parse()
         .expect("seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
-    assert!(
-        res.text()
-            .await
-            .expect("body")
-            .contains("Too many login attempts")
-    );
+    assert!(body(res).await.contains("Too many login attempts"));
     // Reading the pages is not limited.
     assert_eq!(app.get("/login").await.status(), StatusCode::OK);
 }
@@ -554,20 +449,10 @@ async fn failed_logins_make_that_address_wait_even_with_the_right_password(varia
     let app = spawn_app_with(variant, |s| s.login_rate_limit_per_minute = 0).await;
     app.register("sam").await;
     for _ in 0..statecart::web::guard::FREE_FAILURES {
-        let res = client()
-            .post(app.url("/login"))
-            .form(&[("username", "sam"), ("password", "wrong password")])
-            .send()
-            .await
-            .expect("POST");
+        let res = app.log_in_as(&client(), "sam", "wrong password").await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let res = client()
-        .post(app.url("/login"))
-        .form(&[("username", "SAM"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.log_in_as(&client(), "SAM", PASSWORD).await;
     assert_eq!(
         res.status(),
         StatusCode::TOO_MANY_REQUESTS,
@@ -636,13 +521,7 @@ async fn stored_sessions(app: &TestApp) -> usize {
         SessionBackend::Cookie => 0,
         SessionBackend::Memory => unreachable!("memory is checked by its capacity instead"),
         SessionBackend::Database => {
-            let db = app.db().await;
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-                .fetch_one(&db.pool)
-                .await
-                .expect("count");
-            db.close().await;
-            usize::try_from(n).expect("count")
+            usize::try_from(app.count_rows("sessions").await).expect("count")
         }
         SessionBackend::Redis => {
             let client = redis::Client::open(app.settings.redis_url.as_str()).expect("url");
@@ -660,15 +539,6 @@ async fn stored_sessions(app: &TestApp) -> usize {
     }
 }
 
-/// What `/metrics` says the memory backend holds.
-async fn memory_sessions(app: &TestApp) -> u64 {
-    let text = app.get("/metrics").await.text().await.expect("body");
-    text.lines()
-        .find_map(|l| l.strip_prefix("statecart_memory_sessions "))
-        .and_then(|n| n.parse().ok())
-        .expect("the gauge")
-}
-
 /// Requests that bring a session the server does not know, on several kinds of page.
 async fn send_unrecognised_cookies(app: &TestApp, stale: &str, count: usize) {
     for i in 0..count {
@@ -679,7 +549,7 @@ async fn send_unrecognised_cookies(app: &TestApp, stale: &str, count: usize) {
         };
         let client = client_with_cookie(&cookie);
         for path in ["/cart", "/login", "/no-such-page"] {
-            let res = client.get(app.url(path)).send().await.expect("GET");
+            let res = app.get_as(&client, path).await;
             assert!(res.status().as_u16() < 500, "{path}: {}", res.status());
         }
     }
@@ -696,13 +566,9 @@ async fn an_unrecognised_cookie_creates_no_server_state(variant: Variant) {
     send_unrecognised_cookies(&app, &stale, 20).await;
     assert_eq!(stored_sessions(&app).await, before, "no record was created");
     // The browser is still told why, once, without any state on the server.
-    let res = client_with_cookie(&stale)
-        .get(app.url("/cart"))
-        .send()
-        .await
-        .expect("GET");
+    let res = app.get_as(&client_with_cookie(&stale), "/cart").await;
     assert_eq!(res.status(), StatusCode::OK, "/cart is open to guests");
-    let page = res.text().await.expect("body");
+    let page = body(res).await;
     assert!(page.contains("Your session has ended"), "{page}");
     assert!(app.is_logged_in(&app.client).await);
 }
@@ -711,18 +577,17 @@ async fn a_flood_of_unknown_cookies_never_evicts_a_logged_in_session(variant: Va
     let app = spawn_app_with(variant, |s| s.memory_max_sessions = 5).await;
     app.register("quinn").await;
     let (other, jar) = common::client_and_jar();
-    let res = other
-        .post(app.url("/login"))
-        .form(&[("username", "quinn"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.log_in_as(&other, "quinn", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let stale = common::cookie_in(&jar, &app.address).expect("cookie");
-    other.post(app.url("/logout")).send().await.expect("POST");
-    assert_eq!(memory_sessions(&app).await, 1);
+    app.post_as(&other, "/logout").await;
+    assert_eq!(app.metric("statecart_memory_sessions").await, 1);
     send_unrecognised_cookies(&app, &stale, 60).await;
-    assert_eq!(memory_sessions(&app).await, 1, "no entry was created");
+    assert_eq!(
+        app.metric("statecart_memory_sessions").await,
+        1,
+        "no entry was created"
+    );
     assert!(
         app.is_logged_in(&app.client).await,
         "garbage never competes with real sessions for the memory bound"
@@ -745,21 +610,10 @@ async fn a_thousand_guests_never_log_out_a_logged_in_user(variant: Variant) {
         .build()
         .expect("client");
     for n in 0..1000 {
-        let product = (n % 14 + 1).to_string();
-        let res = anonymous
-            .post(app.url("/cart/add"))
-            .form(&[("product_id", product.as_str()), ("quantity", "1")])
-            .send()
-            .await
-            .expect("POST");
+        let res = app.add_to_cart_as(&anonymous, n % 14 + 1, 1).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
     }
-    let text = app.get("/metrics").await.text().await.expect("body");
-    let guests: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("statecart_memory_guest_sessions "))
-        .and_then(|n| n.parse().ok())
-        .expect("the guest gauge");
+    let guests = app.metric("statecart_memory_guest_sessions").await;
     assert!(guests <= 50, "{guests} guests held past their bound");
     assert!(
         app.is_logged_in(&app.client).await,
@@ -783,11 +637,9 @@ async fn a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go(
     settings.session_key = Some(new_key.clone());
     settings.session_previous_keys = vec![old_key];
     let app = common::start(settings, data).await;
-    let res = client_with_cookie(&old_cookie)
-        .get(app.url("/session.json"))
-        .send()
-        .await
-        .expect("GET");
+    let res = app
+        .get_as(&client_with_cookie(&old_cookie), "/session.json")
+        .await;
     let resealed = session_cookie(&res).expect("the answer re-seals the cookie");
     assert_ne!(resealed, old_cookie);
     let json: serde_json::Value = res.json().await.expect("json");
@@ -802,11 +654,7 @@ async fn a_cookie_sealed_with_a_previous_key_is_resealed_and_the_old_key_can_go(
     assert_eq!(json["user"], "rosa", "{json}");
     assert_eq!(json["cart_lines"], 1);
     assert!(!app.is_logged_in(&client_with_cookie(&old_cookie)).await);
-    let page = client_with_cookie(&old_cookie)
-        .get(app.url("/login"))
-        .send()
-        .await
-        .expect("GET");
+    let page = app.get_as(&client_with_cookie(&old_cookie), "/login").await;
     assert_eq!(
         page.status(),
         StatusCode::OK,
@@ -859,16 +707,11 @@ async fn with_cookie_revocation_logging_out_the_others_keeps_this_session(varian
     let app = spawn_app_with(variant, cookie_with_revocation).await;
     app.register("tove").await;
     let (other_client, other_jar) = common::client_and_jar();
-    let res = other_client
-        .post(app.url("/login"))
-        .form(&[("username", "tove"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("POST");
+    let res = app.log_in_as(&other_client, "tove", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let other = client_with_cookie(&common::cookie_in(&other_jar, &app.address).expect("cookie"));
     assert!(app.is_logged_in(&other).await);
-    let page = app.get("/account").await.text().await.expect("body");
+    let page = app.page("/account").await;
     assert!(page.contains(r#"data-test="revoke-others""#), "{page}");
     let res = app.post_form("/account/sessions/revoke-others", &[]).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
@@ -878,7 +721,7 @@ async fn with_cookie_revocation_logging_out_the_others_keeps_this_session(varian
     assert!(!app.is_logged_in(&other).await, "the other one ended");
     let json = app.session_json().await;
     assert_eq!(json["revocation"]["user_epochs"], 1, "{json}");
-    let page = app.get("/session").await.text().await.expect("body");
+    let page = app.page("/session").await;
     assert!(page.contains(r#"data-test="revocation""#), "{page}");
     // The epoch is in the database: another instance and a restart refuse the other too.
     let b = common::start(app.settings.clone(), app.data_dir.shared()).await;

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{Variant, assert_no_set_cookie, escaped, spawn_app};
-use reqwest::StatusCode;
+use common::{TestApp, Variant, assert_no_set_cookie, body, escaped, html_page, spawn_app};
+use reqwest::{StatusCode, header::HeaderValue};
 
 const STATELESS_ROUTES: [&str; 9] = [
     "/",
@@ -15,6 +15,17 @@ const STATELESS_ROUTES: [&str; 9] = [
     "/healthz",
     "/metrics",
     "/compare",
+];
+
+/// Public answers a cache may keep, each with a strong ETag.
+const CACHEABLE_ROUTES: [&str; 7] = [
+    "/",
+    "/about",
+    "/products",
+    "/products/1",
+    "/products/3",
+    "/products.json",
+    "/static/app.css",
 ];
 
 async fn stateless_routes_never_set_a_cookie_even_when_one_is_sent(variant: Variant) {
@@ -43,7 +54,7 @@ async fn every_page_names_the_instance_and_the_backend(variant: Variant) {
             Some(Some("test-instance")),
             "{path}"
         );
-        let body = res.text().await.expect("body");
+        let body = body(res).await;
         assert!(
             body.contains(r#"data-test="instance">test-instance<"#),
             "{path}"
@@ -55,7 +66,7 @@ async fn every_page_names_the_instance_and_the_backend(variant: Variant) {
 
 async fn about_explains_the_running_backend(variant: Variant) {
     let app = spawn_app(variant).await;
-    let body = app.get("/about").await.text().await.expect("body");
+    let body = app.page("/about").await;
     for kind in ["Stateless", "Soft state", "Stateful"] {
         assert!(body.contains(kind), "about should explain {kind}");
     }
@@ -80,7 +91,7 @@ for_each_backend!(
 #[tokio::test]
 async fn pages_and_json_are_publicly_cacheable_with_a_strong_etag() {
     let app = spawn_app(Variant::Sqlite).await;
-    for path in ["/", "/about", "/products", "/products/1", "/products.json"] {
+    for path in CACHEABLE_ROUTES {
         let res = app.get(path).await;
         let etag = res
             .headers()
@@ -103,25 +114,19 @@ async fn pages_and_json_are_publicly_cacheable_with_a_strong_etag() {
     }
 }
 
+/// GET `path` as a cache revalidates it: with the tag it holds.
+async fn revalidate(app: &TestApp, path: &str, etag: HeaderValue) -> reqwest::Response {
+    let request = app.client.get(app.url(path)).header("if-none-match", etag);
+    request.send().await.expect("GET")
+}
+
 #[tokio::test]
 async fn a_matching_if_none_match_gets_304_without_a_body() {
     let app = spawn_app(Variant::Sqlite).await;
-    for path in [
-        "/",
-        "/products",
-        "/products/3",
-        "/products.json",
-        "/static/app.css",
-    ] {
+    for path in CACHEABLE_ROUTES {
         let first = app.get(path).await;
         let etag = first.headers().get("etag").expect("etag").clone();
-        let again = app
-            .client
-            .get(app.url(path))
-            .header("if-none-match", etag.clone())
-            .send()
-            .await
-            .expect("GET");
+        let again = revalidate(&app, path, etag.clone()).await;
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
         assert_eq!(again.headers().get("etag"), Some(&etag), "{path}");
         assert_no_set_cookie(&again, path);
@@ -130,13 +135,7 @@ async fn a_matching_if_none_match_gets_304_without_a_body() {
             "{path}: 304 has no body"
         );
 
-        let stale = app
-            .client
-            .get(app.url(path))
-            .header("if-none-match", "\"not-this-one\"")
-            .send()
-            .await
-            .expect("GET");
+        let stale = revalidate(&app, path, HeaderValue::from_static("\"not-this-one\"")).await;
         assert_eq!(
             stale.status(),
             StatusCode::OK,
@@ -175,16 +174,7 @@ async fn malformed_and_unknown_product_ids_get_the_404_page() {
         "/products/1%20OR%201=1",
         "/products/99999999999999999999999",
     ] {
-        let res = app.get(path).await;
-        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
-        assert!(
-            res.headers()["content-type"]
-                .to_str()
-                .expect("ascii")
-                .starts_with("text/html"),
-            "{path}"
-        );
-        let body = res.text().await.expect("body");
+        let body = html_page(app.get(path).await, StatusCode::NOT_FOUND, path).await;
         assert!(
             body.contains(r#"data-test="error-page""#),
             "{path}: a page in the layout"
@@ -200,27 +190,12 @@ async fn malformed_and_unknown_product_ids_get_the_404_page() {
 async fn unknown_paths_and_wrong_methods_get_pages_too() {
     let app = spawn_app(Variant::Sqlite).await;
     let res = app.get("/no/such/page").await;
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert!(
-        res.text()
-            .await
-            .expect("body")
-            .contains(r#"data-test="error-page""#)
-    );
+    let page = html_page(res, StatusCode::NOT_FOUND, "an unknown path").await;
+    assert!(page.contains(r#"data-test="error-page""#));
 
-    let res = app
-        .client
-        .post(app.url("/products"))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert!(
-        res.text()
-            .await
-            .expect("body")
-            .contains("does not accept this kind of request")
-    );
+    let res = app.post("/products").await;
+    let page = html_page(res, StatusCode::METHOD_NOT_ALLOWED, "POST /products").await;
+    assert!(page.contains("does not accept this kind of request"));
 }
 
 #[tokio::test]
@@ -250,7 +225,7 @@ async fn product_pages_show_what_the_json_says() {
     let app = spawn_app(Variant::Sqlite).await;
     let products: Vec<serde_json::Value> =
         app.get("/products.json").await.json().await.expect("json");
-    let list = app.get("/products").await.text().await.expect("body");
+    let list = app.page("/products").await;
     for p in &products {
         let id = p["id"].as_i64().expect("id");
         let name = p["name"].as_str().expect("name");
@@ -276,18 +251,16 @@ async fn product_pages_show_what_the_json_says() {
 #[tokio::test]
 async fn healthz_says_ok_when_the_database_answers() {
     let app = spawn_app(Variant::Sqlite).await;
-    let res = app.get("/healthz").await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: serde_json::Value = res.json().await.expect("json");
-    assert_eq!(body["status"], "ok");
+    let health = app.json("/healthz").await;
+    assert_eq!(health["status"], "ok");
 }
 
 #[tokio::test]
 async fn the_catalog_is_seeded_once_and_a_restart_keeps_the_same_rows() {
     let app = spawn_app(Variant::Sqlite).await;
-    let before: serde_json::Value = app.get("/products.json").await.json().await.expect("json");
+    let before = app.json("/products.json").await;
     let app = app.restart().await;
-    let after: serde_json::Value = app.get("/products.json").await.json().await.expect("json");
+    let after = app.json("/products.json").await;
     assert_eq!(before, after);
     assert_eq!(after.as_array().map(Vec::len), Some(14));
 }
@@ -318,7 +291,7 @@ async fn an_own_checkout_shows_on_the_public_pages_at_once(variant: Variant) {
         new_etag, etag,
         "the page was rendered again for the new version"
     );
-    let page = app.get("/products/3").await.text().await.expect("body");
+    let page = app.page("/products/3").await;
     assert!(
         page.contains(&format!("{} in stock", stock - 2)) || page.contains("left"),
         "{page}"
@@ -343,7 +316,7 @@ async fn a_change_made_elsewhere_reaches_every_instance_within_a_poll(variant: V
     db.close().await;
     let mut seen = false;
     for _ in 0..100 {
-        let page = b.get("/products/5").await.text().await.expect("body");
+        let page = b.page("/products/5").await;
         if page.contains("123.45") {
             seen = true;
             break;

@@ -412,6 +412,38 @@ impl Browser {
             .with_context(|| format!("click {test}"))
     }
 
+    /// Clicks the `data-test` element and waits for the page at `path`.
+    pub(crate) async fn click_to(&self, test: &str, path: &str) -> Result<()> {
+        self.click(test).await?;
+        self.wait_path(path).await
+    }
+
+    /// Fills in the username and the test password of the login or register form shown, and
+    /// sends it with its `submit` button.
+    pub(crate) async fn submit_credentials(&self, username: &str, submit: &str) -> Result<()> {
+        self.type_into("username", username).await?;
+        self.type_into("password", PASSWORD).await?;
+        self.click(submit).await
+    }
+
+    /// Checks that the page shown carries `next` (where to go after logging in) as `expected`.
+    pub(crate) async fn ensure_next(&self, expected: &str) -> Result<()> {
+        let next = self.query_param("next").await?;
+        ensure!(
+            next.as_deref() == Some(expected),
+            "{} carries next={next:?}, expected {expected}",
+            self.path().await?
+        );
+        Ok(())
+    }
+
+    /// Opens the cart page and reads its lines.
+    pub(crate) async fn cart_page_lines(&self, app: &TestApp) -> Result<Vec<(i64, u32)>> {
+        self.goto(&app.url("/cart")).await?;
+        self.el("cart-lines").await?;
+        self.cart_lines_shown().await
+    }
+
     /// Clicks a button that reloads the page it is on, and waits for the new page: the old one
     /// may already show what the new one should (a typed quantity), so mark it first.
     pub(crate) async fn click_for_new_page(&self, button: &WebElement) -> Result<()> {
@@ -457,9 +489,7 @@ impl Browser {
     /// Registers `username` from the register page; the browser is then logged in.
     pub(crate) async fn register(&self, app: &TestApp, username: &str) -> Result<()> {
         self.goto(&app.url("/register")).await?;
-        self.type_into("username", username).await?;
-        self.type_into("password", PASSWORD).await?;
-        self.click("register-submit").await?;
+        self.submit_credentials(username, "register-submit").await?;
         self.wait_until("the page after registering", async || {
             Ok(self.path().await? != "/register")
         })
@@ -507,8 +537,7 @@ impl Browser {
         self.goto(&app.url(&format!("/products/{id}"))).await?;
         self.set_value("add-quantity", &quantity.to_string())
             .await?;
-        self.click("add-to-cart").await?;
-        self.wait_path("/cart").await
+        self.click_to("add-to-cart", "/cart").await
     }
 
     /// The cart as the page shows it: `(product id, quantity)` per line.

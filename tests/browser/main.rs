@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use common::{PASSWORD, TestApp, Variant};
+use common::{TestApp, Variant};
 use driver::*;
 use futures_util::FutureExt as _;
 use statecart::{
@@ -119,8 +119,7 @@ async fn browse_then_register_and_add_to_cart(
 
     let products = b
         .step("j1-catalog", async {
-            b.click("nav-products").await?;
-            b.wait_path("/products").await?;
+            b.click_to("nav-products", "/products").await?;
             b.el("product-list").await?;
             let mut ids = Vec::new();
             for link in b.all("product-link").await? {
@@ -147,8 +146,7 @@ async fn browse_then_register_and_add_to_cart(
     b.step("j1-add-as-a-guest", async {
         // No login needed to shop: the first add starts a guest session with the cart.
         b.set_value("add-quantity", "2").await?;
-        b.click("add-to-cart").await?;
-        b.wait_path("/cart").await?;
+        b.click_to("add-to-cart", "/cart").await?;
         b.wait_text("cart-count", "1").await?;
         b.el("guest-note").await?;
         let lines = b.cart_lines_shown().await?;
@@ -158,29 +156,18 @@ async fn browse_then_register_and_add_to_cart(
     .await;
 
     b.step("j1-checkout-asks-for-an-account", async {
-        b.click("checkout").await?;
-        b.wait_path("/login").await?;
+        b.click_to("checkout", "/login").await?;
         b.el("login-form").await?;
-        let next = b.query_param("next").await?;
-        ensure!(
-            next.as_deref() == Some("/cart"),
-            "login carries next={next:?}, expected /cart"
-        );
+        b.ensure_next("/cart").await?;
         anyhow::Ok(())
     })
     .await;
 
     b.step("j1-register-and-keep-the-cart", async {
-        b.click("to-register").await?;
-        b.wait_path("/register").await?;
-        let next = b.query_param("next").await?;
-        ensure!(
-            next.as_deref() == Some("/cart"),
-            "register carries next={next:?}, expected /cart"
-        );
-        b.type_into("username", &shopper.username).await?;
-        b.type_into("password", PASSWORD).await?;
-        b.click("register-submit").await?;
+        b.click_to("to-register", "/register").await?;
+        b.ensure_next("/cart").await?;
+        b.submit_credentials(&shopper.username, "register-submit")
+            .await?;
         b.wait_path("/cart").await?;
         let flash = b.text("flash").await?;
         ensure!(
@@ -221,8 +208,7 @@ async fn session_inspector_follows_the_cart(
 ) {
     let before = b
         .step("j3-inspector", async {
-            b.click("nav-session").await?;
-            b.wait_path("/session").await?;
+            b.click_to("nav-session", "/session").await?;
             let backend = b.text("inspector-backend").await?;
             let mode = if shopper.stateful() {
                 "stateful"
@@ -271,8 +257,7 @@ async fn session_inspector_follows_the_cart(
     .await;
 
     b.step("j3-inspector-after-adding", async {
-        b.click("nav-session").await?;
-        b.wait_path("/session").await?;
+        b.click_to("nav-session", "/session").await?;
         let after = b.inspected().await?;
         ensure!(after.cart_lines == 8, "{after:?}");
         if shopper.stateful() {
@@ -303,19 +288,12 @@ async fn session_inspector_follows_the_cart(
 
 /// Journey 6: a form on another origin that posts to /cart/add gets 403 and changes nothing.
 async fn a_form_from_another_origin_is_refused(b: &Browser, app: &TestApp, products: &[i64]) {
-    let before = b
-        .step("j6-cart-before", async {
-            b.goto(&app.url("/cart")).await?;
-            b.el("cart-lines").await?;
-            b.cart_lines_shown().await
-        })
-        .await;
+    let before = b.step("j6-cart-before", b.cart_page_lines(app)).await;
     let other = OtherOrigin::serve(&app.url("/cart/add"), products[0]);
 
     b.step("j6-submit-from-other-origin", async {
         b.goto(&other.url).await?;
-        b.click("other-origin-submit").await?;
-        b.wait_path("/cart/add").await?;
+        b.click_to("other-origin-submit", "/cart/add").await?;
         let status = b.text("error-status").await?;
         ensure!(status == "403", "the page shows status {status:?}");
         let http_status = b
@@ -333,9 +311,7 @@ async fn a_form_from_another_origin_is_refused(b: &Browser, app: &TestApp, produ
     other.stop().await;
 
     b.step("j6-cart-unchanged", async {
-        b.goto(&app.url("/cart")).await?;
-        b.el("cart-lines").await?;
-        let after = b.cart_lines_shown().await?;
+        let after = b.cart_page_lines(app).await?;
         ensure!(after == before, "the cart changed: {before:?} -> {after:?}");
         anyhow::Ok(())
     })
@@ -352,11 +328,7 @@ async fn a_restart_keeps_or_ends_the_session(
     products: &[i64],
 ) -> TestApp {
     let before = b
-        .step("j4-cart-before-restart", async {
-            b.goto(&app.url("/cart")).await?;
-            b.el("cart-lines").await?;
-            b.cart_lines_shown().await
-        })
+        .step("j4-cart-before-restart", b.cart_page_lines(&app))
         .await;
     let app = b
         .step("j4-restart", async move { anyhow::Ok(app.restart().await) })
@@ -394,9 +366,8 @@ async fn a_restart_keeps_or_ends_the_session(
         b.step("j4-log-in-again", async {
             b.goto(&app.url("/login?next=%2Fcart")).await?;
             b.el("login-form").await?;
-            b.type_into("username", &shopper.username).await?;
-            b.type_into("password", PASSWORD).await?;
-            b.click("login-submit").await?;
+            b.submit_credentials(&shopper.username, "login-submit")
+                .await?;
             b.wait_path("/cart").await?;
             b.el("cart-empty").await?;
             b.wait_text("cart-count", "0").await?;
@@ -500,8 +471,7 @@ async fn change_remove_and_check_out(b: &Browser, app: &TestApp) {
         .await;
 
     b.step("j2-orders-list", async {
-        b.click("nav-orders").await?;
-        b.wait_path("/orders").await?;
+        b.click_to("nav-orders", "/orders").await?;
         let wanted = format!("#{order_id}");
         let mut found = false;
         for link in b.all("order-link").await? {
@@ -516,12 +486,10 @@ async fn change_remove_and_check_out(b: &Browser, app: &TestApp) {
     .await;
 
     b.step("j2-cart-empty", async {
-        b.click("nav-cart").await?;
-        b.wait_path("/cart").await?;
+        b.click_to("nav-cart", "/cart").await?;
         b.el("cart-empty").await?;
         ensure!(b.count("cart-line").await? == 0, "lines after checkout");
-        b.click("nav-session").await?;
-        b.wait_path("/session").await?;
+        b.click_to("nav-session", "/session").await?;
         let seen = b.inspected().await?;
         ensure!(seen.cart_lines == 0, "the inspector counts {seen:?}");
         anyhow::Ok(())
@@ -540,8 +508,7 @@ async fn after_logout_back_does_not_show_the_cart(b: &Browser, app: &TestApp, pr
     .await;
 
     b.step("j5-log-out", async {
-        b.click("logout").await?;
-        b.wait_path("/login").await?;
+        b.click_to("logout", "/login").await?;
         b.el("nav-login").await?;
         let flash = b.text("flash").await?;
         ensure!(flash == "You have logged out.", "after logout: {flash:?}");

@@ -201,12 +201,7 @@ impl TestApp {
     }
 
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .form(form)
-            .send()
-            .await
-            .expect("POST")
+        self.post_form_as(&self.client, path, form).await
     }
 
     /// The session cookie this app's client holds now, if any.
@@ -267,40 +262,30 @@ macro_rules! for_backends {
     };
 }
 
-/// One generated test: `<variant>()` calling `super::<name>(Variant::<Variant>)`.
+/// One generated test: `<variant>()` calling `super::<name>(Variant::<Variant>)` when that
+/// variant can run here.
 #[macro_export]
 macro_rules! backend_test {
     ($name:ident, cookie) => {
-        #[tokio::test]
-        async fn cookie() {
-            super::$name(Variant::Cookie).await
-        }
+        $crate::backend_test!($name, cookie, Cookie);
     };
     ($name:ident, memory) => {
-        #[tokio::test]
-        async fn memory() {
-            super::$name(Variant::Memory).await
-        }
+        $crate::backend_test!($name, memory, Memory);
     };
     ($name:ident, sqlite) => {
-        #[tokio::test]
-        async fn sqlite() {
-            super::$name(Variant::Sqlite).await
-        }
+        $crate::backend_test!($name, sqlite, Sqlite);
     };
     ($name:ident, postgres) => {
-        #[tokio::test]
-        async fn postgres() {
-            if Variant::Postgres.is_available() {
-                super::$name(Variant::Postgres).await
-            }
-        }
+        $crate::backend_test!($name, postgres, Postgres);
     };
     ($name:ident, redis) => {
+        $crate::backend_test!($name, redis, Redis);
+    };
+    ($name:ident, $test:ident, $variant:ident) => {
         #[tokio::test]
-        async fn redis() {
-            if Variant::Redis.is_available() {
-                super::$name(Variant::Redis).await
+        async fn $test() {
+            if Variant::$variant.is_available() {
+                super::$name(Variant::$variant).await
             }
         }
     };
@@ -321,28 +306,13 @@ pub const PASSWORD: &str = "correct horse battery";
 impl TestApp {
     /// Registers `username` on this app's client (which is then logged in) and checks the 303.
     pub async fn register(&self, username: &str) {
-        let res = self
-            .post_form(
-                "/register",
-                &[("username", username), ("password", PASSWORD)],
-            )
-            .await;
-        assert_eq!(
-            res.status(),
-            reqwest::StatusCode::SEE_OTHER,
-            "register {username}"
-        );
+        self.register_as(&self.client, username).await;
     }
 
     /// A fresh client (a second browser) logged in as `username`.
     pub async fn login_new_client(&self, username: &str) -> reqwest::Client {
         let client = client();
-        let res = client
-            .post(self.url("/login"))
-            .form(&[("username", username), ("password", PASSWORD)])
-            .send()
-            .await
-            .expect("POST /login");
+        let res = self.log_in_as(&client, username, PASSWORD).await;
         assert_eq!(
             res.status(),
             reqwest::StatusCode::SEE_OTHER,
@@ -358,13 +328,7 @@ impl TestApp {
 
     /// `/session.json` as `client` sees it.
     pub async fn session_json_of(&self, client: &reqwest::Client) -> serde_json::Value {
-        let res = client
-            .get(self.url("/session.json"))
-            .send()
-            .await
-            .expect("GET");
-        assert_eq!(res.status(), reqwest::StatusCode::OK);
-        res.json().await.expect("json")
+        get_json(client, &self.url("/session.json")).await
     }
 
     /// Whether `client` is logged in, judged by /account (200) versus a redirect to login.
@@ -400,18 +364,9 @@ pub fn cookie_in(jar: &Jar, address: &str) -> Option<String> {
 
 /// The value of the session cookie a response sets, if any.
 pub fn session_cookie(res: &reqwest::Response) -> Option<String> {
-    res.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("statecart="))
-        .map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("statecart=")
-                .to_owned()
-        })
+    let header = set_cookie_header(res, "statecart")?;
+    let pair = header.split(';').next().unwrap_or_default();
+    Some(pair.trim_start_matches("statecart=").to_owned())
 }
 
 /// A client with no cookie store that sends exactly `cookie` as the session cookie.
@@ -431,14 +386,8 @@ pub fn client_with_cookie(value: &str) -> reqwest::Client {
 impl TestApp {
     /// Adds to this app's client's cart.
     pub async fn add_to_cart(&self, product_id: i64, quantity: u32) -> reqwest::Response {
-        self.post_form(
-            "/cart/add",
-            &[
-                ("product_id", &product_id.to_string()),
-                ("quantity", &quantity.to_string()),
-            ],
-        )
-        .await
+        self.add_to_cart_as(&self.client, product_id, quantity)
+            .await
     }
 
     /// The cart as `/session.json` reports it: `[(product_id, quantity)]`.
@@ -504,17 +453,190 @@ impl TestApp {
     /// A fresh client (another browser) with a newly registered account, logged in.
     pub async fn client_registered(app: &TestApp, username: &str) -> reqwest::Client {
         let client = client();
-        let res = client
-            .post(app.url("/register"))
-            .form(&[("username", username), ("password", PASSWORD)])
-            .send()
-            .await
-            .expect("POST /register");
+        app.register_as(&client, username).await;
+        client
+    }
+}
+
+// Shared steps of the suites: one request, one registration, one checked answer, written once
+// for every test that takes them.
+
+/// The form a test account registers or logs in with.
+pub fn credentials(username: &str) -> [(&'static str, &str); 2] {
+    [("username", username), ("password", PASSWORD)]
+}
+
+/// POSTs `form` with `client` to a full `url` (of a [`TestApp`] or a [`process::Instance`]).
+pub async fn post_form_to(
+    client: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    client.post(url).form(form).send().await.expect("POST")
+}
+
+/// Registers `username` with `client` at a full `/register` URL and checks the 303; `client`
+/// is then logged in.
+pub async fn register_at(client: &reqwest::Client, register_url: &str, username: &str) {
+    let res = post_form_to(client, register_url, &credentials(username)).await;
+    assert_eq!(
+        res.status(),
+        reqwest::StatusCode::SEE_OTHER,
+        "register {username}"
+    );
+}
+
+/// A full `url` as JSON, as `client` sees it, after checking the 200.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let res = client.get(url).send().await.expect("GET");
+    assert_eq!(res.status(), reqwest::StatusCode::OK, "GET {url}");
+    res.json().await.expect("json")
+}
+
+/// The body of a response.
+pub async fn body(res: reqwest::Response) -> String {
+    res.text().await.expect("body")
+}
+
+/// Checks that `res` is an HTML page with `status`, and returns its body.
+pub async fn html_page(res: reqwest::Response, status: reqwest::StatusCode, what: &str) -> String {
+    assert_eq!(res.status(), status, "{what}");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/html"),
+        "{what}: a page, not {content_type:?}"
+    );
+    body(res).await
+}
+
+/// Where a redirect points (empty when it is none).
+pub fn location(res: &reqwest::Response) -> &str {
+    res.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// The whole `Set-Cookie` header (value and attributes) by which `res` sets the cookie `name`.
+pub fn set_cookie_header(res: &reqwest::Response, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&prefix))
+        .map(str::to_owned)
+}
+
+impl TestApp {
+    /// GET `path` with another client (another browser).
+    pub async fn get_as(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
+        client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// POST to `path` with no body, with this app's client.
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.post_as(&self.client, path).await
+    }
+
+    /// POST to `path` with no body, with another client.
+    pub async fn post_as(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
+        client.post(self.url(path)).send().await.expect("POST")
+    }
+
+    /// POST a form to `path` with another client.
+    pub async fn post_form_as(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        post_form_to(client, &self.url(path), form).await
+    }
+
+    /// The body of `path` as this app's client sees it.
+    pub async fn page(&self, path: &str) -> String {
+        body(self.get(path).await).await
+    }
+
+    /// `path` as JSON, as this app's client sees it, after checking the 200.
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        get_json(&self.client, &self.url(path)).await
+    }
+
+    /// Registers `username` with `client` (which is then logged in) and checks the 303.
+    pub async fn register_as(&self, client: &reqwest::Client, username: &str) {
+        register_at(client, &self.url("/register"), username).await;
+    }
+
+    /// A login attempt by `client`, as the login form sends it.
+    pub async fn log_in_as(
+        &self,
+        client: &reqwest::Client,
+        username: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let form = [("username", username), ("password", password)];
+        self.post_form_as(client, "/login", &form).await
+    }
+
+    /// Adds to `client`'s cart.
+    pub async fn add_to_cart_as(
+        &self,
+        client: &reqwest::Client,
+        product_id: i64,
+        quantity: u32,
+    ) -> reqwest::Response {
+        let (product_id, quantity) = (product_id.to_string(), quantity.to_string());
+        let form = [("product_id", product_id.as_str()), ("quantity", &quantity)];
+        self.post_form_as(client, "/cart/add", &form).await
+    }
+
+    /// `client` buys `quantity` of a product: adds it to the cart and checks out, each step
+    /// answered with a 303.
+    pub async fn buy_as(&self, client: &reqwest::Client, product_id: i64, quantity: u32) {
+        let res = self.add_to_cart_as(client, product_id, quantity).await;
         assert_eq!(
             res.status(),
             reqwest::StatusCode::SEE_OTHER,
-            "register {username}"
+            "add {quantity} of {product_id}"
         );
-        client
+        let res = self.post_as(client, "/checkout").await;
+        assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER, "checkout");
+    }
+
+    /// How many rows `table` of the app's database holds now.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let db = self.db().await;
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        let n = sqlx::query_scalar(sql)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or_else(|err| panic!("count {table}: {err}"));
+        db.close().await;
+        n
+    }
+
+    /// The value `/metrics` shows for the metric `name`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.page("/metrics").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("/metrics has no number for {name}:\n{text}"))
+    }
+
+    /// Restarts the app as [`TestApp::restart`] does, and keeps this client: the same browser,
+    /// with its cookies, goes on against the new process.
+    pub async fn restart_keeping_client(self) -> TestApp {
+        let (client, jar) = (self.client.clone(), Arc::clone(&self.jar));
+        let mut app = self.restart().await;
+        app.client = client;
+        app.jar = jar;
+        app
     }
 }

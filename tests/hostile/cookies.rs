@@ -3,7 +3,7 @@
 use reqwest::{StatusCode, header::HeaderValue};
 
 use crate::{
-    common::{self, PASSWORD, Variant, spawn_app_with},
+    common::{self, Variant, credentials, set_cookie_header, spawn_app_with},
     driver::*,
     for_each_backend,
 };
@@ -84,68 +84,44 @@ async fn cookies_that_are_not_a_session_are_ignored(variant: Variant) {
 /// Unsafe requests from another site are refused before the session is read.
 async fn cross_site_requests_are_refused(variant: Variant) {
     let shop = shop(variant).await;
+    // What gives the other site away: a header and its value.
+    let cross_site = ("sec-fetch-site", "cross-site");
+    let same_site = ("sec-fetch-site", "same-site");
+    let foreign = ("origin", "https://evil.example");
+    // Our host as a subdomain of another; our host on another port (another origin).
+    let subdomain = ("origin", "http://127.0.0.1.evil.example");
+    let other_port = ("origin", "http://127.0.0.1:1");
+    // `what` posts `body` to `path` with that header, and is refused with 403.
+    let refused = |what: &str, path: &str, body: &str, (header, value): (&'static str, &str)| {
+        post(&format!("{what}, {header}: {value}"), path, body, &[403]).header(header, value)
+    };
     let cases = vec![
-        post(
-            "clear, Sec-Fetch-Site cross-site",
-            "/cart/clear",
-            "",
-            &[403],
-        )
-        .header("sec-fetch-site", "cross-site"),
-        post(
-            "add, Sec-Fetch-Site same-site",
-            "/cart/add",
-            "product_id=2&quantity=1",
-            &[403],
-        )
-        .header("sec-fetch-site", "same-site"),
-        post(
-            "update, foreign Origin",
-            "/cart/update",
-            "product_id=1&quantity=0",
-            &[403],
-        )
-        .header("origin", "https://evil.example"),
-        post("checkout, Origin null", "/checkout", "", &[403]).header("origin", "null"),
-        post(
-            "logout, Origin with our host as a subdomain",
-            "/logout",
-            "",
-            &[403],
-        )
-        .header("origin", "http://127.0.0.1.evil.example"),
-        post(
-            "revoke others, foreign Origin",
+        refused("clear", "/cart/clear", "", cross_site),
+        refused("add", "/cart/add", "product_id=2&quantity=1", same_site),
+        refused("update", "/cart/update", "product_id=1&quantity=0", foreign),
+        refused("checkout", "/checkout", "", ("origin", "null")),
+        refused("logout", "/logout", "", subdomain),
+        refused(
+            "revoke others",
             "/account/sessions/revoke-others",
             "",
-            &[403],
-        )
-        .header("origin", "https://evil.example"),
-        post(
-            "admin, Sec-Fetch-Site cross-site",
+            foreign,
+        ),
+        refused(
+            "admin",
             "/admin/products",
             "product_id=1&price_cents=1",
-            &[403],
-        )
-        .header("sec-fetch-site", "cross-site"),
-        post(
-            "login, cross-site",
-            "/login",
-            "username=vic&password=x",
-            &[403],
-        )
-        .anonymous()
-        .header("sec-fetch-site", "cross-site"),
-        post(
-            "register, cross-site",
+            cross_site,
+        ),
+        refused("login", "/login", "username=vic&password=x", cross_site).anonymous(),
+        refused(
+            "register",
             "/register",
             "username=newbie&password=longenough",
-            &[403],
+            foreign,
         )
-        .anonymous()
-        .header("origin", "https://evil.example"),
-        post("checkout, Origin on another port", "/checkout", "", &[403])
-            .header("origin", "http://127.0.0.1:1"),
+        .anonymous(),
+        refused("checkout", "/checkout", "", other_port),
     ];
     shop.run("cross-site", cases).await;
 }
@@ -154,19 +130,10 @@ async fn cross_site_requests_are_refused(variant: Variant) {
 async fn a_secure_cookie_has_the_host_prefix(variant: Variant) {
     count_panics();
     let app = spawn_app_with(variant, |s| s.cookie_secure = true).await;
-    let res = app
-        .post_form("/register", &[("username", "sam"), ("password", PASSWORD)])
-        .await;
+    let res = app.post_form("/register", &credentials("sam")).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let cookie = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.contains("statecart="))
-        .expect("a session cookie")
-        .to_owned();
-    assert!(cookie.starts_with("__Host-statecart="), "{cookie}");
+    let cookie = set_cookie_header(&res, "__Host-statecart")
+        .expect("the session cookie, named with the __Host- prefix");
     assert!(
         cookie.contains("Secure") && cookie.contains("Path=/"),
         "{cookie}"

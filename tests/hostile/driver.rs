@@ -84,27 +84,11 @@ pub(crate) async fn shop_with(
 
 impl Shop {
     pub(crate) async fn world(&self) -> World {
-        let db = self.app.db().await;
-        let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
-            .fetch_one(&db.pool)
-            .await
-            .expect("count orders");
-        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&db.pool)
-            .await
-            .expect("count users");
-        db.close().await;
         World {
             cart: self.app.cart_of(&self.app.client).await,
-            orders,
-            users,
-            catalog: self
-                .app
-                .get("/products.json")
-                .await
-                .json()
-                .await
-                .expect("json"),
+            orders: self.app.count_rows("orders").await,
+            users: self.app.count_rows("users").await,
+            catalog: self.app.json("/products.json").await,
         }
     }
 

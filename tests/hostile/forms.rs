@@ -12,175 +12,107 @@ use crate::{
 async fn hostile_credentials_get_the_generic_answer(variant: Variant) {
     let shop = shop(variant).await;
     let pw = PASSWORD.replace(' ', "+");
+    // A hostile username with the right password.
+    let named = |username: &str| format!("username={username}&password={pw}");
+    // Each case posts this body to the form its closure names.
+    let login = |what: &str, body: &str, expect: &[u16]| {
+        post(&format!("login, {what}"), "/login", body, expect)
+    };
+    let register = |what: &str, body: &str, expect: &[u16]| {
+        post(&format!("register, {what}"), "/register", body, expect)
+    };
     let cases = vec![
-        post(
-            "login, NUL in the username",
-            "/login",
-            &format!("username=vic%00&password={pw}"),
+        login("NUL in the username", &named("vic%00"), &[422]),
+        login(
+            "bidi override in the username",
+            &named("%E2%80%AEvic"),
             &[422],
-        )
-        .anonymous(),
-        post(
-            "login, bidi override in the username",
-            "/login",
-            &format!("username=%E2%80%AEvic&password={pw}"),
-            &[422],
-        )
-        .anonymous(),
-        post(
-            "login, 15 KB username",
-            "/login",
+        ),
+        login(
+            "15 KB username",
             &format!("username={}&password=x", big(15_000)),
             &[422],
-        )
-        .anonymous(),
-        post(
-            "login, 5 KB password",
-            "/login",
+        ),
+        login(
+            "5 KB password",
             &format!("username=vic&password={}", big(5_000)),
             &[422],
-        )
-        .anonymous(),
-        post(
-            "login, non-UTF-8 username",
-            "/login",
-            "username=%FF%FE&password=x",
-            &[422],
-        )
-        .anonymous(),
-        post("login, raw non-UTF-8 body", "/login", "", &[400, 422])
-            .anonymous()
-            .body(
-                "application/x-www-form-urlencoded",
-                b"username=\xff\xfe&password=\xc3".to_vec(),
-            ),
-        post("login, no fields", "/login", "", &[422]).anonymous(),
-        post(
-            "login, username twice",
-            "/login",
+        ),
+        login("non-UTF-8 username", "username=%FF%FE&password=x", &[422]),
+        login("raw non-UTF-8 body", "", &[400, 422]).body(
+            "application/x-www-form-urlencoded",
+            b"username=\xff\xfe&password=\xc3".to_vec(),
+        ),
+        login("no fields", "", &[422]),
+        login(
+            "username twice",
             "username=vic&username=root&password=x",
             &[400],
-        )
-        .anonymous(),
-        post("login, JSON body", "/login", "", &[400, 415])
-            .anonymous()
-            .body(
-                "application/json",
-                br#"{"username":"vic","password":"x"}"#.to_vec(),
-            ),
-        post(
-            "login, 20 KB body",
-            "/login",
+        ),
+        login("JSON body", "", &[400, 415]).body(
+            "application/json",
+            br#"{"username":"vic","password":"x"}"#.to_vec(),
+        ),
+        login(
+            "20 KB body",
             &format!("username=vic&password={}", big(20_000)),
             &[413],
-        )
-        .anonymous(),
-        post(
-            "login, SQL in the username",
-            "/login",
-            "username=vic'--&password=x",
-            &[422],
-        )
-        .anonymous(),
-        post(
-            "login, the right password with a trailing NUL",
-            "/login",
+        ),
+        login("SQL in the username", "username=vic'--&password=x", &[422]),
+        login(
+            "the right password with a trailing NUL",
             &format!("username=vic&password={pw}%00"),
             &[422],
-        )
-        .anonymous(),
-        post(
-            "register, bidi override",
-            "/register",
-            &format!("username=vic%E2%80%AE&password={pw}"),
-            &[422],
-        )
-        .anonymous(),
-        post(
-            "register, NUL",
-            "/register",
-            &format!("username=ad%00min&password={pw}"),
-            &[422],
-        )
-        .anonymous(),
-        post(
-            "register, zero-width space",
-            "/register",
-            &format!("username=v%E2%80%8Bic&password={pw}"),
-            &[422],
-        )
-        .anonymous(),
-        post(
-            "register, 2 KB password",
-            "/register",
+        ),
+        register("bidi override", &named("vic%E2%80%AE"), &[422]),
+        register("NUL", &named("ad%00min"), &[422]),
+        register("zero-width space", &named("v%E2%80%8Bic"), &[422]),
+        register(
+            "2 KB password",
             &format!("username=newbie&password={}", big(2_000)),
             &[422],
-        )
-        .anonymous(),
-        post(
-            "register, 33-character name",
-            "/register",
-            &format!("username={}&password={pw}", big(33)),
+        ),
+        register("33-character name", &named(&big(33)), &[422]),
+        register(
+            "the victim's name in other letter case",
+            &named("VIC"),
             &[422],
-        )
-        .anonymous(),
-        post(
-            "register, the victim's name in other letter case",
-            "/register",
-            &format!("username=VIC&password={pw}"),
-            &[422],
-        )
-        .anonymous(),
-        post(
-            "register, markup in the name",
-            "/register",
-            &format!("username=%3Cscript%3E&password={pw}"),
-            &[422],
-        )
-        .anonymous(),
+        ),
+        register("markup in the name", &named("%3Cscript%3E"), &[422]),
         post(
             "register, a percent-encoded path",
             "/%72egister",
-            &format!("username=%00&password={pw}"),
+            &named("%00"),
             &[422],
-        )
-        .anonymous(),
-        post(
-            "register, password twice",
-            "/register",
+        ),
+        register(
+            "password twice",
             &format!("username=newbie&password={pw}&password=x"),
             &[400],
-        )
-        .anonymous(),
-        post(
-            "login, next with a bidi override",
-            "/login",
+        ),
+        login(
+            "next with a bidi override",
             "username=vic&password=x&next=/%E2%80%AEgpj.exe",
             &[422],
-        )
-        .anonymous(),
-        post(
-            "login, next of 4 KB",
-            "/login",
+        ),
+        login(
+            "next of 4 KB",
             &format!("username=vic&password=x&next=/{}", big(4_000)),
             &[422],
-        )
-        .anonymous(),
-        post(
-            "login, next twice",
-            "/login",
+        ),
+        login(
+            "next twice",
             "username=vic&password=x&next=/a&next=//evil.example",
             &[400],
-        )
-        .anonymous(),
-        post(
-            "register, next non-UTF-8",
-            "/register",
+        ),
+        register(
+            "next non-UTF-8",
             "username=vic&password=x&next=%FF%FE",
             &[422],
-        )
-        .anonymous(),
+        ),
     ];
+    // Every case comes from a client with no session.
+    let cases = cases.into_iter().map(Case::anonymous).collect();
     shop.run("credentials", cases).await;
 }
 
@@ -328,29 +260,20 @@ async fn malformed_cart_forms_leave_the_cart_alone(variant: Variant) {
 /// A checkout whose body cannot be read as one form orders nothing.
 async fn unreadable_checkouts_order_nothing(variant: Variant) {
     let shop = shop(variant).await;
+    // Each case posts this body to /checkout.
+    let checkout = |name: &str, body: &str, expect: &[u16]| post(name, "/checkout", body, expect);
     let cases = vec![
-        post(
-            "20 KB form",
-            "/checkout",
-            &format!("rev=2&pad={}", big(20_000)),
-            &[413],
-        ),
-        post("JSON body", "/checkout", "", &[415])
-            .body("application/json", br#"{"rev":2}"#.to_vec()),
-        post("text/plain body", "/checkout", "", &[415]).body("text/plain", b"rev=2".to_vec()),
-        post("rev twice", "/checkout", "rev=1&rev=2", &[400]),
-        post("rev not a number", "/checkout", "rev=abc", &[400]),
-        post("rev negative", "/checkout", "rev=-1", &[400]),
-        post(
-            "rev with a bidi override",
-            "/checkout",
-            "rev=%E2%80%AE2",
-            &[400],
-        ),
-        post("rev non-UTF-8", "/checkout", "rev=%FF", &[400]),
-        post("rev stale", "/checkout", "rev=0", &[409]),
-        post("rev from the future", "/checkout", "rev=99999", &[409]),
-        post("anonymous", "/checkout", "", &[303]).anonymous(),
+        checkout("20 KB form", &format!("rev=2&pad={}", big(20_000)), &[413]),
+        checkout("JSON body", "", &[415]).body("application/json", br#"{"rev":2}"#.to_vec()),
+        checkout("text/plain body", "", &[415]).body("text/plain", b"rev=2".to_vec()),
+        checkout("rev twice", "rev=1&rev=2", &[400]),
+        checkout("rev not a number", "rev=abc", &[400]),
+        checkout("rev negative", "rev=-1", &[400]),
+        checkout("rev with a bidi override", "rev=%E2%80%AE2", &[400]),
+        checkout("rev non-UTF-8", "rev=%FF", &[400]),
+        checkout("rev stale", "rev=0", &[409]),
+        checkout("rev from the future", "rev=99999", &[409]),
+        checkout("anonymous", "", &[303]).anonymous(),
         raw(
             "a body without a content type",
             "POST /checkout HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nrev=2",
@@ -399,92 +322,56 @@ async fn hostile_admin_values_change_no_price_or_stock(variant: Variant) {
         .await
         .expect("grant");
     db.close().await;
-    let cases = vec![
-        post(
-            "price with NUL",
-            "/admin/products",
-            "product_id=1&price_cents=1%00",
-            &[422],
-        ),
-        post(
-            "price with a bidi override",
-            "/admin/products",
-            "product_id=1&price_cents=%E2%80%AE1",
-            &[422],
-        ),
-        post(
-            "price non-UTF-8",
-            "/admin/products",
-            "product_id=1&price_cents=%FF",
-            &[422],
-        ),
-        post(
-            "price 25 digits",
-            "/admin/products",
-            "product_id=1&price_cents=9999999999999999999999999",
-            &[422],
-        ),
-        post(
-            "price over the maximum",
-            "/admin/products",
-            "product_id=1&price_cents=100000001",
-            &[422],
-        ),
-        post(
-            "price negative",
-            "/admin/products",
-            "product_id=1&price_cents=-1",
-            &[422],
-        ),
-        post(
-            "price as a float",
-            "/admin/products",
-            "product_id=1&price_cents=1.5",
-            &[422],
-        ),
-        post(
+    // Each case posts this body to the admin form, as the admin `vic`.
+    let admin =
+        |name: &str, body: &str, expect: &[u16]| post(name, "/admin/products", body, expect);
+    // Hostile prices for product 1, each refused with the form's 422.
+    let prices = [
+        ("with NUL", "1%00"),
+        ("with a bidi override", "%E2%80%AE1"),
+        ("non-UTF-8", "%FF"),
+        ("25 digits", "9999999999999999999999999"),
+        ("over the maximum", "100000001"),
+        ("negative", "-1"),
+        ("as a float", "1.5"),
+    ];
+    let mut cases: Vec<Case> = prices
+        .iter()
+        .map(|(what, cents)| {
+            let body = format!("product_id=1&price_cents={cents}");
+            admin(&format!("price {what}"), &body, &[422])
+        })
+        .collect();
+    cases.extend([
+        admin(
             "stock over the maximum",
-            "/admin/products",
             "product_id=1&stock=1000001",
             &[422],
         ),
-        post(
-            "stock twice",
-            "/admin/products",
-            "product_id=1&stock=1&stock=2",
-            &[400],
-        ),
-        post(
-            "product with NUL",
-            "/admin/products",
-            "product_id=1%00&stock=1",
-            &[400],
-        ),
-        post(
+        admin("stock twice", "product_id=1&stock=1&stock=2", &[400]),
+        admin("product with NUL", "product_id=1%00&stock=1", &[400]),
+        admin(
             "product overlong",
-            "/admin/products",
             &format!("product_id={}&stock=1", "9".repeat(5000)),
             &[400],
         ),
-        post("no product", "/admin/products", "stock=1", &[400]),
-        post(
+        admin("no product", "stock=1", &[400]),
+        admin(
             "20 KB body",
-            "/admin/products",
             &format!("product_id=1&stock=1&pad={}", big(20_000)),
             &[413],
         ),
-        post("JSON body", "/admin/products", "", &[400, 415]).body(
+        admin("JSON body", "", &[400, 415]).body(
             "application/json",
             br#"{"product_id":1,"stock":0}"#.to_vec(),
         ),
-        post(
+        admin(
             "cross-site, even for an admin",
-            "/admin/products",
             "product_id=1&stock=0",
             &[403],
         )
         .header("sec-fetch-site", "cross-site"),
-    ];
+    ]);
     shop.run("admin values", cases).await;
 }
 
