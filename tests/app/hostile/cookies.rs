@@ -4,8 +4,7 @@ use reqwest::{StatusCode, header::HeaderValue};
 
 use crate::{
     common::{self, Variant, credentials, set_cookie_header, spawn_app_with},
-    driver::*,
-    for_each_backend,
+    hostile::driver::*,
 };
 
 /// Tampered, foreign-key, oversized and garbage cookies are no session, never an error.

@@ -1,6 +1,6 @@
 //! The stateless half: no cookies ever, cacheable responses, proper 404s, the JSON shape.
 
-mod common;
+use crate::common;
 
 use common::{TestApp, Variant, assert_no_set_cookie, body, escaped, html_page, spawn_app};
 use reqwest::{StatusCode, header::HeaderValue};

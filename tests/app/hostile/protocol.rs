@@ -4,8 +4,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::{
     common::{self, Variant},
-    driver::*,
-    for_each_backend,
+    hostile::driver::*,
 };
 
 /// Percent-encoding, dot segments, double slashes and bad bytes in paths find nothing new.

@@ -1,7 +1,7 @@
 //! A session store that stops answering: 503 with Retry-After, the cookie kept, the stateless
 //! half still serving, and full recovery when the store is back.
 
-mod common;
+use crate::common;
 
 use common::{Variant, assert_no_set_cookie, proxy::Proxy, spawn_app};
 use reqwest::StatusCode;

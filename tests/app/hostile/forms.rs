@@ -4,8 +4,7 @@ use reqwest::{Method, StatusCode, header::HeaderValue};
 
 use crate::{
     common::{self, PASSWORD, Variant},
-    driver::*,
-    for_each_backend,
+    hostile::driver::*,
 };
 
 /// Login and registration refuse hostile names and passwords with the form's own answer.

@@ -234,7 +234,7 @@ fn migrate_applies_migrations_and_exits() {
 
 #[test]
 fn every_config_key_has_a_row_in_the_readme_table() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     for key in statecart::config::KEYS {
         assert!(
             readme.contains(&format!("| `{}` | {} |", key.name, key.default)),

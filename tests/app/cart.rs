@@ -1,6 +1,6 @@
 //! The cart in the session and checkout into the database, on every backend.
 
-mod common;
+use crate::common;
 
 use common::{
     PASSWORD, TestApp, Variant, assert_no_set_cookie, body, html_page, location, spawn_app,

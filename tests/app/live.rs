@@ -1,7 +1,7 @@
 //! Soft state: live cart updates for a lease, then polling; the admin tools that change the
 //! catalog.
 
-mod common;
+use crate::common;
 
 use std::{pin::Pin, process::Command, time::Duration};
 

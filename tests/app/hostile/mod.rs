@@ -3,8 +3,6 @@
 //! no 5xx; after each family the process still answers, no handler panicked, and the refused
 //! requests changed nothing (the victim's cart, orders, accounts, the catalog).
 
-#[path = "../common/mod.rs"]
-mod common;
 mod driver;
 
 mod cookies;

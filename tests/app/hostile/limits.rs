@@ -4,8 +4,7 @@ use reqwest::StatusCode;
 
 use crate::{
     common::{self, PASSWORD, Variant},
-    driver::*,
-    for_each_backend,
+    hostile::driver::*,
 };
 
 /// Past the per-address limit, every spelling of /login and /register is limited, and a

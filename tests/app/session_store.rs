@@ -1,7 +1,7 @@
 //! One behaviour suite for every session store, in the spirit of actix-session's acceptance
 //! suite: the cookie store is flagged as unable to invalidate.
 
-mod common;
+use crate::common;
 
 use std::{collections::HashMap, time::Duration};
 

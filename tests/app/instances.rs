@@ -1,7 +1,7 @@
 //! The real binary, per backend: restart (SIGTERM), crash (SIGKILL), and two instances side by
 //! side on one database and key. The rows of the backend table, proved.
 
-mod common;
+use crate::common;
 
 use common::{
     Variant, body, client, get_json, post_form_to, prepare, process::Instance, register_at,

@@ -1,7 +1,7 @@
 //! Accounts and login sessions, on every backend: login, logout, fixation, replay, timeouts,
 //! bad cookies, cross-site refusal, the inspector, /account, rate limits.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -444,7 +444,7 @@ async fn login_posts_are_rate_limited_per_address(variant: Variant) {
 }
 
 /// Guessing slows down the address that guesses (the owner elsewhere is unaffected: see
-/// tests/hostile/limits.rs `guessing_throttles_the_guesser_not_the_owner`).
+/// hostile/limits.rs `guessing_throttles_the_guesser_not_the_owner`).
 async fn failed_logins_make_that_address_wait_even_with_the_right_password(variant: Variant) {
     let app = spawn_app_with(variant, |s| s.login_rate_limit_per_minute = 0).await;
     app.register("sam").await;

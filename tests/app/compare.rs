@@ -2,7 +2,7 @@
 //! database backends, one second per speed scenario) and its typed report must say what the
 //! backend table says. `/compare` serves the latest report, statelessly.
 
-mod common;
+use crate::common;
 
 use std::{path::PathBuf, process::Command, sync::OnceLock};
 

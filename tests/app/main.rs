@@ -1,0 +1,20 @@
+//! The app's integration tests, one module per behaviour family, in one test binary: each test
+//! binary links the whole stack, so one link instead of eleven keeps a build on two cores short.
+//! Test names read `<family>::<test>::<backend>`, e.g. `cart::checkout_answers_409_when_stock_ran_out_after_adding::redis`.
+//! The browser journeys are a binary of their own (`tests/browser`).
+
+#[path = "../common/mod.rs"]
+#[macro_use]
+mod common;
+
+mod cart;
+mod compare;
+mod config;
+mod hostile;
+mod instances;
+mod live;
+mod outage;
+mod parallel;
+mod session_store;
+mod sessions;
+mod stateless;
