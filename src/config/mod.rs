@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use ipnet::IpNet;
 use rules::{
-    Checked, Count, Dir, Each, Flag, InstanceName, KeyPrefix, Parsed, PreviousKeys, RedisUrl, Rule,
-    Secs, SessionKey,
+    Count, Dir, Each, Flag, InstanceName, KeyPrefix, Parsed, PreviousKeys, RedisUrl, Rule, Secs,
+    SessionKey,
 };
 pub use rules::{DatabaseUrl, Dialect, decode_session_key, mask_url};
 
@@ -158,7 +158,7 @@ settings! {
     listen => listen: Parsed<SocketAddr> = SocketAddr::from(([127, 0, 0, 1], 8080)),
         "`127.0.0.1:8080`",
         "Address to listen on; port 0 picks a free one and the log line says which";
-    data_dir => data_dir: Dir = PathBuf::from("data"),
+    data_dir => data_dir: Parsed<Dir> = PathBuf::from("data"),
         "`data`",
         "Folder for the SQLite file and the generated key";
     database_url => database_url: Parsed<DatabaseUrl> = DatabaseUrl::sqlite_file(&data_dir.join("statecart.db")),
@@ -167,10 +167,10 @@ settings! {
     session_backend => session_backend: Parsed<SessionBackend> = SessionBackend::Database,
         "`database`",
         "Where session and cart live: cookie, memory, database or redis";
-    redis_url => redis_url: Checked<RedisUrl> = "redis://127.0.0.1:6379".to_owned(),
+    redis_url => redis_url: Parsed<RedisUrl> = "redis://127.0.0.1:6379".to_owned(),
         "`redis://127.0.0.1:6379`",
         "Redis for the redis backend";
-    session_key => session_key: SessionKey = None,
+    session_key => session_key: Parsed<SessionKey> = None,
         "generated once, kept in `<data_dir>/session.key` (0600)",
         "Base64 key of at least 64 bytes, shared by instances";
     session_previous_keys => session_previous_keys: PreviousKeys = Vec::new(),
@@ -197,7 +197,7 @@ settings! {
     admin_users => admin_users: Each<String> = Vec::new(),
         "empty",
         "Existing accounts granted the admin role at start; comma-separated";
-    instance => instance: Checked<InstanceName> = default_instance(),
+    instance => instance: Parsed<InstanceName> = default_instance(),
         "host name",
         "Name in every page footer and in X-Statecart-Instance";
     cookie_secure => cookie_secure: Flag = !listen.ip().is_loopback(),
@@ -215,7 +215,7 @@ settings! {
     memory_max_guest_sessions => memory_max_guest_sessions: Count<u64, 1, { u64::MAX }> = 20_000,
         "`20000`",
         "Capacity bound of the memory backend's guest sessions, kept apart so guests never push out logged-in sessions";
-    redis_key_prefix => redis_key_prefix: Checked<KeyPrefix> = "statecart:".to_owned(),
+    redis_key_prefix => redis_key_prefix: Parsed<KeyPrefix> = "statecart:".to_owned(),
         "`statecart:`",
         "Prefix of every Redis key the redis backend writes";
     live_max_leases => live_max_leases: Count<usize, 1, { u64::MAX }> = 10_000,

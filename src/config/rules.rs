@@ -172,17 +172,38 @@ pub trait FromText: Sized + Clone + fmt::Display {
     fn from_text(text: String) -> Result<Self, String>;
 }
 
-/// The rule of one [`FromText`] value.
-pub struct Parsed<T>(PhantomData<T>);
+/// How a setting given as one string is read and shown.
+pub trait TextRule {
+    /// What the app runs on.
+    type Value: Clone;
+    /// Reads the value; the message completes the sentence "`key` ...".
+    fn read(text: String) -> Result<Self::Value, String>;
+    /// The value as the start-up log line shows it, secrets masked.
+    fn show(value: &Self::Value) -> String;
+}
 
-impl<T: FromText> Rule for Parsed<T> {
-    type Raw = Text;
+/// A [`FromText`] value is its own rule.
+impl<T: FromText> TextRule for T {
     type Value = T;
-    fn parse(Text(raw): Text) -> Result<T, String> {
-        T::from_text(raw)
+    fn read(text: String) -> Result<T, String> {
+        T::from_text(text)
     }
     fn show(value: &T) -> String {
         value.to_string()
+    }
+}
+
+/// The rule of a setting given as one string.
+pub struct Parsed<R>(PhantomData<R>);
+
+impl<R: TextRule> Rule for Parsed<R> {
+    type Raw = Text;
+    type Value = R::Value;
+    fn parse(Text(raw): Text) -> Result<R::Value, String> {
+        R::read(raw)
+    }
+    fn show(value: &R::Value) -> String {
+        R::show(value)
     }
 }
 
@@ -254,35 +275,12 @@ impl FromText for String {
     }
 }
 
-/// The check of a string setting.
-pub trait Check {
-    /// The value to keep, or what is wrong (completing "`key` ...").
-    fn check(text: String) -> Result<String, String>;
-    /// How the log line shows it.
-    fn show(value: &str) -> String {
-        value.to_owned()
-    }
-}
-
-/// The rule of a string that passes `C`.
-pub struct Checked<C>(PhantomData<C>);
-
-impl<C: Check> Rule for Checked<C> {
-    type Raw = Text;
-    type Value = String;
-    fn parse(Text(raw): Text) -> Result<String, String> {
-        C::check(raw)
-    }
-    fn show(value: &String) -> String {
-        C::show(value)
-    }
-}
-
 /// `redis://host:port` (or `rediss://`); its password is never logged.
 pub struct RedisUrl;
 
-impl Check for RedisUrl {
-    fn check(text: String) -> Result<String, String> {
+impl TextRule for RedisUrl {
+    type Value = String;
+    fn read(text: String) -> Result<String, String> {
         if text.starts_with("redis://") || text.starts_with("rediss://") {
             Ok(text)
         } else {
@@ -292,7 +290,7 @@ impl Check for RedisUrl {
             ))
         }
     }
-    fn show(value: &str) -> String {
+    fn show(value: &String) -> String {
         mask_url(value)
     }
 }
@@ -300,8 +298,9 @@ impl Check for RedisUrl {
 /// A short ASCII name that goes into a header.
 pub struct InstanceName;
 
-impl Check for InstanceName {
-    fn check(text: String) -> Result<String, String> {
+impl TextRule for InstanceName {
+    type Value = String;
+    fn read(text: String) -> Result<String, String> {
         let name = text.trim();
         if name.is_empty() || name.len() > 64 || !name.is_ascii() {
             Err("must be 1 to 64 ASCII characters (it goes into a header)".to_owned())
@@ -309,29 +308,35 @@ impl Check for InstanceName {
             Ok(name.to_owned())
         }
     }
+    fn show(value: &String) -> String {
+        value.clone()
+    }
 }
 
 /// A Redis key prefix.
 pub struct KeyPrefix;
 
-impl Check for KeyPrefix {
-    fn check(text: String) -> Result<String, String> {
+impl TextRule for KeyPrefix {
+    type Value = String;
+    fn read(text: String) -> Result<String, String> {
         if text.is_empty() || text.len() > 64 || text.chars().any(char::is_whitespace) {
             Err("must be 1 to 64 characters without spaces".to_owned())
         } else {
             Ok(text)
         }
     }
+    fn show(value: &String) -> String {
+        value.clone()
+    }
 }
 
 /// A base64 key of at least 64 bytes; unset means "generated once into the data dir".
 pub struct SessionKey;
 
-impl Rule for SessionKey {
-    type Raw = Text;
+impl TextRule for SessionKey {
     type Value = Option<Vec<u8>>;
-    fn parse(Text(raw): Text) -> Result<Option<Vec<u8>>, String> {
-        decode_session_key(&raw).map(Some)
+    fn read(text: String) -> Result<Option<Vec<u8>>, String> {
+        decode_session_key(&text).map(Some)
     }
     fn show(value: &Option<Vec<u8>>) -> String {
         if value.is_some() {
@@ -419,15 +424,13 @@ impl Rule for Flag {
 /// A folder.
 pub struct Dir;
 
-impl Rule for Dir {
-    type Raw = Text;
+impl TextRule for Dir {
     type Value = PathBuf;
-    fn parse(Text(raw): Text) -> Result<PathBuf, String> {
-        if raw.is_empty() {
-            Err("must not be empty".to_owned())
-        } else {
-            Ok(PathBuf::from(raw))
-        }
+    fn read(text: String) -> Result<PathBuf, String> {
+        Some(text)
+            .filter(|t| !t.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| "must not be empty".to_owned())
     }
     fn show(value: &PathBuf) -> String {
         value.display().to_string()
