@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use ipnet::IpNet;
 use rules::{
-    Count, Dir, Each, Flag, InstanceName, KeyPrefix, Parsed, PreviousKeys, RedisUrl, Rule, Secs,
+    Count, Dir, Each, InstanceName, KeyPrefix, Parsed, PreviousKeys, RedisUrl, Rule, Secs,
     SessionKey,
 };
 pub use rules::{DatabaseUrl, Dialect, decode_session_key, mask_url};
@@ -200,10 +200,10 @@ settings! {
     instance => instance: Parsed<InstanceName> = default_instance(),
         "host name",
         "Name in every page footer and in X-Statecart-Instance";
-    cookie_secure => cookie_secure: Flag = !listen.ip().is_loopback(),
+    cookie_secure => cookie_secure: Parsed<bool> = !listen.ip().is_loopback(),
         "`true` unless `listen` is a loopback address",
         "Mark the session cookie Secure (set it when the public URL is https)";
-    cookie_revocation => cookie_revocation: Flag = false,
+    cookie_revocation => cookie_revocation: Parsed<bool> = false,
         "`false`",
         "Cookie backend only: keep revoked session ids and per-user epochs so logout is real";
     memory_max_sessions => memory_max_sessions: Count<u64, 1, { u64::MAX }> = 100_000,
@@ -376,7 +376,7 @@ mod tests {
         let on = |listen: &str, secure: Option<bool>| {
             Settings::from_raw(RawSettings {
                 listen: Some(Text(listen.into())),
-                cookie_secure: secure,
+                cookie_secure: secure.map(|s| Text(s.to_string())),
                 ..Default::default()
             })
             .map(|s| (s.cookie_secure, s.cookie_name()))

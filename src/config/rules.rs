@@ -269,6 +269,14 @@ impl FromText for IpNet {
     }
 }
 
+/// `true` or `false`.
+impl FromText for bool {
+    fn from_text(text: String) -> Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("is {text:?}; expected true or false"))
+    }
+}
+
 impl FromText for String {
     fn from_text(text: String) -> Result<Self, String> {
         Ok(text)
@@ -404,20 +412,6 @@ fn within(value: u64, min: u64, max: u64) -> Result<u64, String> {
         Err(format!("must be at least {min}"))
     } else {
         Err(format!("is {value}; allowed: {min} to {max}"))
-    }
-}
-
-/// `true` or `false`.
-pub struct Flag;
-
-impl Rule for Flag {
-    type Raw = bool;
-    type Value = bool;
-    fn parse(raw: bool) -> Result<bool, String> {
-        Ok(raw)
-    }
-    fn show(value: &bool) -> String {
-        value.to_string()
     }
 }
 
