@@ -146,11 +146,6 @@ impl<T> Outcome<T> {
         }
     }
 
-    /// Whether the experiment failed to run (as opposed to ran or was skipped).
-    pub fn is_failed(&self) -> bool {
-        matches!(self, Self::Failed(_))
-    }
-
     /// `Measured` or `Failed` from a result, keeping the error chain in one line.
     pub fn from_result(result: anyhow::Result<T>) -> Self {
         match result {

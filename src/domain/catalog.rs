@@ -112,24 +112,6 @@ pub async fn find(db: &Db, id: ProductId) -> Result<Option<Product>, sqlx::Error
         .await
 }
 
-/// The products with these ids that exist.
-pub async fn find_many(db: &Db, ids: &[ProductId]) -> Result<Vec<Product>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Carts are small (at most `cart_max_lines`), so one query per cart with an IN list.
-    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT id, name, description, price_cents, stock FROM products WHERE id IN ({})",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id.get());
-    }
-    query.fetch_all(&db.pool).await
-}
-
 /// One product's price and stock after a change, stamped with the catalog version.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct ProductChange {

@@ -14,7 +14,7 @@ use super::{
     SessionSummary,
     state::{self, State},
 };
-use crate::domain::now_epoch;
+use crate::domain::{now_epoch, secs};
 
 /// A session's state as one compact JSON string: a single allocation instead of a map of
 /// small strings (measured: about a third of an idle session's memory).
@@ -229,14 +229,24 @@ impl MemoryStore {
             .unwrap_or_default()
     }
 
-    /// The live sessions of a user.
+    /// The live sessions of a user. Reading an entry counts as using it for moka's idle
+    /// timer, so a session idle by its own clock is ended here: listing must not keep the
+    /// other sessions of an active user alive.
     pub async fn sessions_of(&self, user_id: i64) -> Vec<SessionSummary> {
         let keys = self.keys_of(user_id);
+        let idle = self.cache.policy().time_to_idle().map_or(i64::MAX, secs);
+        let now = now_epoch();
         let mut sessions = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(entry) = self.cache.get(&key).await
-                && let Some(meta) = state::meta_of(&entry.state.unpack())
-            {
+            let Some(entry) = self.cache.get(&key).await else {
+                continue;
+            };
+            let Some(meta) = state::meta_of(&entry.state.unpack()) else {
+                continue;
+            };
+            if now.saturating_sub(meta.last_seen) >= idle {
+                self.cache.invalidate(&key).await;
+            } else {
                 sessions.push(SessionSummary {
                     sid: meta.sid,
                     created_at: entry.created_at,
@@ -306,7 +316,12 @@ mod tests {
     use super::*;
     use crate::session::state::{META, USER};
 
+    /// A login last seen now.
     fn login_state(user_id: i64, sid: &str) -> State {
+        login_state_seen(user_id, sid, now_epoch())
+    }
+
+    fn login_state_seen(user_id: i64, sid: &str, last_seen: i64) -> State {
         State::from([
             (
                 USER.to_owned(),
@@ -314,7 +329,7 @@ mod tests {
             ),
             (
                 META.to_owned(),
-                format!(r#"{{"sid":"{sid}","issued_at":1,"last_seen":1}}"#),
+                format!(r#"{{"sid":"{sid}","issued_at":1,"last_seen":{last_seen}}}"#),
             ),
         ])
     }
@@ -392,6 +407,23 @@ mod tests {
         store.run_housekeeping().await;
         assert!(store.load(&user).await.is_some(), "the login is kept");
         assert!(store.guests() <= 10, "{} guests held", store.guests());
+    }
+
+    #[tokio::test]
+    async fn listing_ends_a_session_idle_by_its_own_clock_instead_of_keeping_it() {
+        let store = MemoryStore::new(100, Duration::from_secs(60));
+        let active = store.save(login_state(3, "active")).await;
+        // Last seen at epoch second 1: long past the 60 s idle timeout.
+        let stale = store.save(login_state_seen(3, "stale", 1)).await;
+        let listed: Vec<String> = store
+            .sessions_of(3)
+            .await
+            .into_iter()
+            .map(|s| s.sid)
+            .collect();
+        assert_eq!(listed, ["active"]);
+        assert!(store.load(&active).await.is_some());
+        assert!(store.load(&stale).await.is_none(), "the idle one is gone");
     }
 
     #[tokio::test]

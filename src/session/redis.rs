@@ -114,11 +114,6 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The state of a live session.
-    pub async fn load(&self, key: &str) -> redis::RedisResult<Option<State>> {
-        Ok(self.load_versioned(key).await?.map(|(state, _)| state))
-    }
-
     /// The state of a live session and its version.
     pub async fn load_versioned(&self, key: &str) -> redis::RedisResult<Option<(State, u64)>> {
         let mut conn = self.conn.clone();

@@ -82,18 +82,6 @@ impl SqlStore {
         Ok((changed.rows_affected() == 1).then_some(expected + 1))
     }
 
-    /// The state of a session that exists and has not expired.
-    pub async fn load(&self, key: &str) -> Result<Option<State>, sqlx::Error> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT state FROM sessions WHERE key_hash = $1 AND expires_at > $2")
-                .bind(key_hash(key))
-                .bind(now_epoch())
-                .fetch_optional(&self.db.pool)
-                .await?;
-        // Undecodable state is treated as no session rather than an error.
-        Ok(row.and_then(|(json,)| serde_json::from_str(&json).ok()))
-    }
-
     /// Inserts a new session under a fresh key, retrying on the (astronomically rare) collision.
     pub async fn save(&self, state: &State, ttl: Duration) -> Result<String, sqlx::Error> {
         let json = serde_json::to_string(state).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
