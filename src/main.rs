@@ -84,6 +84,14 @@ enum AdminAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // A new key needs no settings: it is what one asks for when the configured key is bad.
+    if let Some(Command::Key {
+        action: KeyAction::New,
+    }) = cli.command
+    {
+        println!("{}", statecart::session::key::Keys::new_encoded());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(cli.config.as_deref(), cli.settings) {
         Ok(settings) => settings,
         Err(err) => {
@@ -99,12 +107,8 @@ fn main() -> ExitCode {
             Command::Compare(args) => statecart::compare::run(args, settings)
                 .await
                 .map(|()| ExitCode::SUCCESS),
-            Command::Key {
-                action: KeyAction::New,
-            } => {
-                println!("{}", statecart::session::key::Keys::new_encoded());
-                Ok(ExitCode::SUCCESS)
-            }
+            // Answered above, before the settings.
+            Command::Key { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::{
     config::Settings,
     db::Db,
-    domain::{catalog, secs, snapshot::Catalog},
+    domain::{accounts, catalog, secs, snapshot::Catalog},
     leases::LiveHub,
     session::{self, Store},
     web::{
@@ -74,6 +74,9 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = Db::open(&settings.database_url).await?;
         db.migrate().await?;
+        tokio::task::spawn_blocking(accounts::prepare_hashing)
+            .await
+            .context("preparing password hashing")?;
         if catalog::seed_if_new(&db)
             .await
             .context("seeding the catalog")?

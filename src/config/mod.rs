@@ -153,6 +153,9 @@ macro_rules! settings {
 /// the 4096-byte check refuses the change first.
 pub const MAX_CART_LINES: usize = 1000;
 const DAY: u64 = 86_400;
+/// Longest timeout accepted: longer is "never" in practice, and far beyond it the stores
+/// refuse the expiry (moka panics past 1000 years; Redis refuses a huge `EX`).
+const YEAR: u64 = 365 * DAY;
 
 settings! {
     listen => listen: Parsed<SocketAddr> = SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -176,10 +179,10 @@ settings! {
     session_previous_keys => session_previous_keys: PreviousKeys = Vec::new(),
         "empty",
         "Previous session keys, still accepted to open cookies, never to seal them (key rotation); comma-separated";
-    idle_timeout_secs => idle_timeout: Secs<1, { u64::MAX }> = secs(1800),
+    idle_timeout_secs => idle_timeout: Secs<1, YEAR> = secs(1800),
         "`1800`",
         "Soft state: a session ends after this much inactivity";
-    absolute_timeout_secs => absolute_timeout: Secs<1, { u64::MAX }> = secs(DAY),
+    absolute_timeout_secs => absolute_timeout: Secs<1, YEAR> = secs(DAY),
         "`86400`",
         "A session ends this long after login, whatever the activity";
     login_rate_limit_per_minute => login_rate_limit_per_minute: Count<u32, 0, { u32::MAX as u64 }> = 30,
@@ -191,7 +194,7 @@ settings! {
     live_lease_secs => live_lease: Secs<1, DAY> = secs(60),
         "`60`",
         "Soft state: how long the server pushes cart product changes";
-    poll_interval_secs => poll_interval: Secs<1, { u64::MAX }> = secs(15),
+    poll_interval_secs => poll_interval: Secs<1, YEAR> = secs(15),
         "`15`",
         "What clients are told to poll at after a lease";
     admin_users => admin_users: Each<String> = Vec::new(),
@@ -209,7 +212,7 @@ settings! {
     memory_max_sessions => memory_max_sessions: Count<u64, 1, { u64::MAX }> = 100_000,
         "`100000`",
         "Capacity bound of the memory backend (logged-in sessions)";
-    guest_idle_timeout_secs => guest_idle_timeout: Secs<1, { u64::MAX }> = secs(900),
+    guest_idle_timeout_secs => guest_idle_timeout: Secs<1, YEAR> = secs(900),
         "`900`",
         "Soft state: a guest (not logged-in) session ends after this much inactivity";
     memory_max_guest_sessions => memory_max_guest_sessions: Count<u64, 1, { u64::MAX }> = 20_000,

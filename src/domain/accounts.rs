@@ -242,6 +242,12 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
         .expect("constant password and salt hash")
 });
 
+/// Computes the dummy hash now. Called at start-up, so that the first login of an unknown name
+/// does not pay a whole argon2 hash on a request's worker thread, outside the hashing gate.
+pub fn prepare_hashing() {
+    LazyLock::force(&DUMMY_HASH);
+}
+
 thread_local! {
     /// This thread's argon2 working memory, allocated on its first hash and reused by every
     /// later one. Only the gate's few threads hash, so the process holds one such buffer per
