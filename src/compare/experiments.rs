@@ -377,19 +377,25 @@ async fn add_filler_products(database_url: &str, products: usize) -> anyhow::Res
             .context("counting products")?;
         let missing = i64::try_from(products)?.saturating_sub(have);
         let mut tx = db.pool.begin().await?;
+        // New products are a catalog change like any other: running instances pick them up.
+        let version = catalog::next_version(&mut tx).await?;
         for n in 1..=missing {
             sqlx::query(
-                "INSERT INTO products (name, description, price_cents, stock) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO products (name, description, price_cents, stock, version) \
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(format!("Filler product {n}"))
             .bind("Added by statecart compare to measure large carts.")
             .bind(100_i64)
             .bind(FILLER_STOCK)
+            .bind(version)
             .execute(&mut *tx)
             .await
             .context("adding a filler product")?;
         }
-        tx.commit().await.context("committing the filler products")?;
+        tx.commit()
+            .await
+            .context("committing the filler products")?;
         anyhow::Ok(())
     }
     .await;

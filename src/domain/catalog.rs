@@ -104,14 +104,6 @@ pub async fn list(db: &Db) -> Result<Vec<Product>, sqlx::Error> {
         .await
 }
 
-/// One product, if it exists.
-pub async fn find(db: &Db, id: ProductId) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, description, price_cents, stock FROM products WHERE id = $1")
-        .bind(id.get())
-        .fetch_optional(&db.pool)
-        .await
-}
-
 /// One product's price and stock after a change, stamped with the catalog version.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct ProductChange {

@@ -81,18 +81,4 @@ impl Catalog {
         }
         Ok(())
     }
-
-    /// One product from the snapshot. A product the snapshot does not know yet (added to the
-    /// database since, without moving the clock) is read from the database, and the snapshot
-    /// refreshed so the next request finds it.
-    pub async fn find(&self, id: ProductId) -> Result<Option<Product>, sqlx::Error> {
-        if let Some(product) = self.now().get(id) {
-            return Ok(Some(product.clone()));
-        }
-        let found = catalog::find(&self.db, id).await?;
-        if found.is_some() {
-            self.refresh().await?;
-        }
-        Ok(found)
-    }
 }

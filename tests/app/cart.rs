@@ -25,23 +25,34 @@ async fn checkout_rev(app: &TestApp) -> String {
         .to_owned()
 }
 
-/// Adds products with long ids (ten digits) to the catalog, `count` of them.
+/// Adds products with long ids (ten digits) to the catalog, `count` of them, as a catalog
+/// change (the clock moves), and waits until the app's snapshot has them.
 async fn add_many_products(app: &TestApp, count: i64) -> Vec<i64> {
     let db = app.db().await;
+    let mut tx = db.pool.begin().await.expect("begin");
+    let version = statecart::domain::catalog::next_version(&mut tx)
+        .await
+        .expect("move the catalog clock");
     let mut ids = Vec::new();
     for i in 0..count {
         let id = 1_000_000_000 + i;
         sqlx::query(
-            "INSERT INTO products (id, name, description, price_cents, stock) VALUES ($1, $2, 'x', 100, 99)",
+            "INSERT INTO products (id, name, description, price_cents, stock, version) \
+             VALUES ($1, $2, 'x', 100, 99, $3)",
         )
         .bind(id)
         .bind(format!("Extra {i}"))
-        .execute(&db.pool)
+        .bind(version)
+        .execute(&mut *tx)
         .await
         .expect("insert");
         ids.push(id);
     }
+    tx.commit().await.expect("commit");
     db.close().await;
+    if let Some(&last) = ids.last() {
+        app.wait_for_stock(last, 99).await;
+    }
     ids
 }
 
