@@ -251,6 +251,10 @@ fn guests_cost_the_server_only_where_it_keeps_state_and_last_as_the_backend_prom
         } else {
             assert_eq!(g.server_bytes_each, 0, "{b} keeps nothing: {g:?}");
         }
+        assert!(
+            g.sampled_after_restart > 0,
+            "{b}: carts were sampled: {g:?}"
+        );
         let all_kept = g.kept_after_restart == g.sampled_after_restart;
         assert_eq!(all_kept, b.promises().survives_restart, "{b}: {g:?}");
     }

