@@ -59,14 +59,7 @@ impl Lifetimes {
 /// Hex SHA-256 of a session key: how server-side stores name a session, so a leaked table or
 /// key space cannot be replayed as cookies.
 pub fn key_hash(key: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(key.as_bytes());
-    let mut hex = String::with_capacity(digest.len() * 2);
-    for byte in digest {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    hex
+    crate::domain::hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// One login session as /account lists it.

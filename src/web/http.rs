@@ -11,16 +11,7 @@ pub const PAGE_MAX_AGE: u32 = 30;
 
 /// A strong ETag: the first 128 bits of the body's SHA-256, quoted.
 pub fn etag_of(body: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(body);
-    let mut etag = String::with_capacity(34);
-    etag.push('"');
-    for byte in &digest[..16] {
-        etag.push(char::from(HEX[usize::from(byte >> 4)]));
-        etag.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    etag.push('"');
-    etag
+    format!("\"{}\"", crate::domain::hex(&Sha256::digest(body)[..16]))
 }
 
 /// Whether the request's `If-None-Match` names `etag` (or `*`).

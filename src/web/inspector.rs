@@ -74,7 +74,7 @@ fn report(
     settings: &Settings,
     hub: &LiveHub,
     revocation: Option<RevocationReport>,
-) -> SessionReport {
+) -> Inspection {
     let entries = session.entries();
     let cart: Vec<CartLineReport> = session
         .cart()
@@ -85,7 +85,7 @@ fn report(
         })
         .collect();
     let ends = Ends::of(session, settings, hub);
-    SessionReport {
+    let report = SessionReport {
         backend: settings.session_backend.as_str(),
         stateful: settings.session_backend.is_stateful(),
         state_location: session::facts_as_configured(
@@ -104,7 +104,19 @@ fn report(
         cart_lines: cart.len(),
         cart,
         live_lease_expires_at: ends.live_lease.and_then(rfc3339),
+    };
+    Inspection {
+        report,
+        ends,
+        entries,
     }
+}
+
+/// What one look at the session found: the report, and what the page shows beside it.
+struct Inspection {
+    report: SessionReport,
+    ends: Ends,
+    entries: Vec<(String, String)>,
 }
 
 /// When this login ends by each rule, and when its live-update lease does (epoch seconds).
@@ -166,13 +178,16 @@ pub async fn page(
     session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
     let revocation = revocation(&store).await?;
-    let report = report(&req, &session, &store, &settings, &hub, revocation);
-    let ends = Ends::of(&session, &settings, &hub);
+    let Inspection {
+        report,
+        ends,
+        entries,
+    } = report(&req, &session, &store, &settings, &hub, revocation);
     super::private_page(&InspectorPage {
         live_lease: ends.live_lease.map(human_time),
         chrome: Chrome::private(&site, &session, Tab::Session),
         facts: session::facts_as_configured(settings.session_backend, settings.cookie_revocation),
-        entries: session.entries(),
+        entries,
         idle_expires: ends.idle.map(human_time),
         absolute_expires: ends.absolute.map(human_time),
         report,
@@ -191,5 +206,5 @@ pub async fn json(
     let revocation = revocation(&store).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(report(&req, &session, &store, &settings, &hub, revocation)))
+        .json(report(&req, &session, &store, &settings, &hub, revocation).report))
 }
