@@ -124,7 +124,7 @@ pub async fn footprint(
     cart_max_lines: usize,
 ) -> anyhow::Result<Footprint> {
     let cap = PROBE_CAP.max(cart_max_lines).min(MAX_CART_LINES);
-    add_filler_products(&sandbox.database_url, cap).await?;
+    prepare_catalog(&sandbox.database_url, cap, None).await?;
     let browser = Browser::new()?;
     let settings = [("cart_max_lines", MAX_CART_LINES.to_string())];
     let one = sandbox.start(binary, "one", &settings).await?;
@@ -191,7 +191,7 @@ pub async fn parallel_writes(
     parallel: usize,
 ) -> anyhow::Result<ParallelWrites> {
     let stock = i64::try_from(PARALLEL_ROUNDS)?;
-    prepare_catalog(&sandbox.database_url, parallel, stock).await?;
+    prepare_catalog(&sandbox.database_url, parallel, Some(stock)).await?;
     let browser = Browser::new()?;
     let one = sandbox.start(binary, "one", &[]).await?;
     browser.register(&one, "ada").await?;
@@ -257,13 +257,14 @@ const GUEST_SAMPLE: usize = 20;
 /// 9: `count` anonymous visitors each put [`GUEST_LINES`] products in a cart (no account).
 /// What do they cost the browser and the server, and what does a restart leave of them?
 pub async fn guests(binary: &Path, sandbox: &Sandbox, count: usize) -> anyhow::Result<Guests> {
-    prepare_catalog(&sandbox.database_url, GUEST_LINES, i64::try_from(count)?).await?;
+    let stock = i64::try_from(count)?;
+    prepare_catalog(&sandbox.database_url, GUEST_LINES, Some(stock)).await?;
     let first = sandbox.start(binary, "first", &[]).await?;
     let ids: Vec<i64> = Browser::new()?
         .products(&first)
         .await?
         .into_iter()
-        .filter(|p| p.stock >= i64::try_from(count).unwrap_or(i64::MAX))
+        .filter(|p| p.stock >= stock)
         .map(|p| p.id)
         .take(GUEST_LINES)
         .collect();
@@ -330,20 +331,6 @@ pub async fn guests(binary: &Path, sandbox: &Sandbox, count: usize) -> anyhow::R
     })
 }
 
-/// Migrates and seeds the sandbox's database as the app would, makes sure at least `products`
-/// products exist, and gives every product at least `stock` units.
-async fn prepare_catalog(database_url: &str, products: usize, stock: i64) -> anyhow::Result<()> {
-    add_filler_products(database_url, products).await?;
-    let db = Db::connect(database_url).await?;
-    let result = sqlx::query("UPDATE products SET stock = $1 WHERE stock < $1")
-        .bind(stock)
-        .execute(&db.pool)
-        .await
-        .context("stocking the catalog");
-    db.close().await;
-    result.map(drop)
-}
-
 async fn measure(
     browser: &Browser,
     instance: &Instance,
@@ -363,8 +350,13 @@ async fn measure(
 }
 
 /// Gives the sandbox's database a catalog of at least `products` products before the app first
-/// starts on it: migrations and the usual seed first (as the app would), then plain filler.
-async fn add_filler_products(database_url: &str, products: usize) -> anyhow::Result<()> {
+/// starts on it: migrations and the usual seed first (as the app would), then plain filler;
+/// with `stock`, every product gets at least that many units. One connection, one transaction.
+async fn prepare_catalog(
+    database_url: &str,
+    products: usize,
+    stock: Option<i64>,
+) -> anyhow::Result<()> {
     let db = Db::connect(database_url).await?;
     let result = async {
         db.migrate().await?;
@@ -393,9 +385,15 @@ async fn add_filler_products(database_url: &str, products: usize) -> anyhow::Res
             .await
             .context("adding a filler product")?;
         }
-        tx.commit()
-            .await
-            .context("committing the filler products")?;
+        if let Some(stock) = stock {
+            sqlx::query("UPDATE products SET stock = $1, version = $2 WHERE stock < $1")
+                .bind(stock)
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .context("stocking the catalog")?;
+        }
+        tx.commit().await.context("preparing the catalog")?;
         anyhow::Ok(())
     }
     .await;

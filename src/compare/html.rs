@@ -525,10 +525,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
                     g.guests.to_string(),
                     g.cookie_bytes.to_string(),
                     g.server_bytes_each.to_string(),
-                    g.rss_growth_bytes.map_or_else(
-                        || "n/a".to_owned(),
-                        |b| super::table::bytes(usize::try_from(b).unwrap_or(usize::MAX)),
-                    ),
+                    super::table::measured_bytes(g.rss_growth_bytes),
                     format!("{} of {}", g.kept_after_restart, g.sampled_after_restart),
                 ]]
             })

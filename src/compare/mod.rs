@@ -377,8 +377,7 @@ impl Said for report::Guests {
             self.lines_each,
             self.cookie_bytes,
             self.server_bytes_each,
-            self.rss_growth_bytes
-                .map_or_else(|| "n/a".to_owned(), |b| format!("{} kB", b / 1000)),
+            table::measured_bytes(self.rss_growth_bytes),
             self.kept_after_restart,
             self.sampled_after_restart
         )

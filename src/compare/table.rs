@@ -80,6 +80,14 @@ pub fn bytes(n: usize) -> String {
     }
 }
 
+/// A byte count the platform may not have given: `n/a` then.
+pub fn measured_bytes(n: Option<u64>) -> String {
+    n.map_or_else(
+        || "n/a".to_owned(),
+        |n| bytes(usize::try_from(n).unwrap_or(usize::MAX)),
+    )
+}
+
 /// Short rates: `830`, `4.2k`.
 pub fn rate(rps: f64) -> String {
     if rps < 1000.0 {

@@ -278,13 +278,9 @@ impl Settings {
     /// Defaults for everything, with the database and key under `data_dir`.
     pub fn defaults_in(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
-        let raw = RawSettings {
-            data_dir: Some(rules::Text(data_dir.to_string_lossy().into_owned())),
-            ..RawSettings::default()
-        };
-        let mut settings = Self::from_raw(raw)
+        // Unit-tested: the defaults alone are valid settings.
+        let mut settings = Self::from_raw(RawSettings::default())
             .unwrap_or_else(|e| unreachable!("the defaults are valid settings: {e}"));
-        // A path that is not UTF-8 is kept as given.
         settings.database_url = DatabaseUrl::sqlite_file(&data_dir.join("statecart.db"));
         settings.data_dir = data_dir;
         settings

@@ -80,8 +80,13 @@ impl Instance {
         cmd.arg("serve");
         let base = BASE_SETTINGS.iter().map(|&(key, value)| (key, value));
         let given = settings.iter().map(|(key, value)| (*key, value.as_str()));
-        for (key, value) in base.chain(given) {
-            cmd.env(format!("STATECART_{}", key.to_ascii_uppercase()), value);
+        for (name, value) in base.chain(given) {
+            // The app reads only the keys it knows: a misspelt one would be ignored silently.
+            let key = crate::config::KEYS
+                .iter()
+                .find(|k| k.name == name)
+                .with_context(|| format!("`{name}` is not a config key"))?;
+            cmd.env(key.env(), value);
         }
         let mut child = cmd
             .stdin(Stdio::null())

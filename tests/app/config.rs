@@ -120,10 +120,11 @@ type BadValues<'a> = &'a [(Given, &'a str, &'a str, &'a [&'a str])];
 /// Runs `serve` once per bad value: each exits 2 with one line naming its key.
 fn each_exits_2_naming_its_key(cases: BadValues) {
     for &(given, key, value, also) in cases {
-        let (flag, var) = (
-            format!("--{}", key.replace('_', "-")),
-            format!("STATECART_{}", key.to_ascii_uppercase()),
-        );
+        let known = statecart::config::KEYS
+            .iter()
+            .find(|k| k.name == key)
+            .unwrap_or_else(|| panic!("`{key}` is not a config key"));
+        let (flag, var) = (known.flag(), known.env());
         let mentions: Vec<&str> = [key].into_iter().chain(also.iter().copied()).collect();
         match given {
             Env => fails_with_exit_2(&["serve"], &[(&var, value)], &mentions),
