@@ -72,7 +72,17 @@ impl CookieBudget {
         Some(cookie.encoded().to_string().len())
     }
 
-    /// Whether a session with this state can be kept.
+    /// Whether a change from `before` to `after` may be kept: one that does not make the state
+    /// longer always may (the cookie it replaces held as much), so that a session at its size
+    /// limit can still be touched, or move to a new epoch, whatever one encryption measures.
+    pub fn allows(&self, before: &State, after: &State) -> bool {
+        let json_len = |s: &State| serde_json::to_string(s).map_or(usize::MAX, |j| j.len());
+        matches!(self, Self::Unlimited { .. })
+            || json_len(after) <= json_len(before)
+            || self.fits(after)
+    }
+
+    /// Whether a session with this state can be kept (see [`CookieBudget::allows`]).
     ///
     /// The cookie that is finally sent is a fresh encryption (a new random nonce) of the same
     /// state: its base64 text has the same length, but each `/` in it is percent-encoded to

@@ -346,7 +346,7 @@ impl TypedSession {
             let out = change(&mut Draft(&mut next)).map_err(ChangeError::Refused)?;
             if next != current {
                 if let Some(budget) = self.budget.as_deref()
-                    && !budget.fits(&next)
+                    && !budget.allows(&current, &next)
                 {
                     return Err(ChangeError::TooLarge {
                         max_lines: budget.max_lines(),

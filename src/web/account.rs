@@ -1,10 +1,15 @@
 //! `GET /account`: your active sessions, where the backend can list them; revoke the others.
 
+use std::convert::Infallible;
+
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use super::{Chrome, Site, errors::AppError, guard::LoggedIn, http::see_other, human_time};
-use crate::session::{Store, state::Flash};
+use crate::session::{
+    Store,
+    state::{ChangeError, Flash},
+};
 use crate::web::Tab;
 
 /// One row of the sessions table.
@@ -63,15 +68,28 @@ pub async fn revoke_others(
         // The cookie backend cannot find the other cookies; it moves the user's epoch past
         // them instead, and this session into the new epoch.
         let epoch = revocation.advance_epoch(me.user.id).await?;
-        me.session
+        let moved = me
+            .session
             .change(|s| {
                 s.set_epoch(epoch);
                 s.set_flash(Flash::info(
                     "Every other session of yours has ended: their cookies are refused from now on.",
                 ));
-                Ok::<_, AppError>(())
+                Ok::<_, Infallible>(())
             })
-            .await?;
+            .await;
+        if let Err(ChangeError::TooLarge { .. }) = moved {
+            // The epoch has moved already: this session must follow it, or it would end too.
+            // A cookie at its size limit keeps the new epoch without the message.
+            me.session
+                .change(|s| {
+                    s.set_epoch(epoch);
+                    Ok::<_, Infallible>(())
+                })
+                .await?;
+        } else {
+            moved?;
+        }
         return Ok(see_other("/account"));
     }
     if !store.can_list() {

@@ -571,3 +571,37 @@ for_each_backend!(
 
 // Only the cookie backend carries the cart in the cookie.
 for_backends!(a_cookie_over_4096_bytes_is_refused_and_the_cart_kept => cookie);
+
+/// "Log out everywhere else" with a cookie already at its size limit: the epoch moves in the
+/// database, and this session must follow it even though the confirmation no longer fits.
+async fn with_cookie_revocation_a_full_cookie_still_follows_the_new_epoch(variant: Variant) {
+    let app = spawn_app_with(variant, |s| {
+        s.cart_max_lines = 1000;
+        s.cookie_revocation = true;
+    })
+    .await;
+    app.register("brim").await;
+    let ids = add_many_products(&app, 400).await;
+    let mut full = false;
+    for id in &ids {
+        if app.add_to_cart(*id, 99).await.status() == StatusCode::UNPROCESSABLE_ENTITY {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the cookie limit was reached");
+    let res = app.post_form("/account/sessions/revoke-others", &[]).await;
+    let status = res.status();
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    assert!(
+        app.is_logged_in(&app.client).await,
+        "this session moved into the new epoch"
+    );
+}
+
+for_backends!(with_cookie_revocation_a_full_cookie_still_follows_the_new_epoch => cookie);
