@@ -398,9 +398,10 @@ for_each_backend!(
     the_admin_page_is_for_admins_only_and_refuses_bad_values,
 );
 
-#[tokio::test]
-async fn a_checkout_on_one_instance_reaches_a_subscriber_on_another() {
-    let a = live_app(Variant::Sqlite, 60).await;
+/// Two instances on one database (and session store): a change made on one reaches a lease
+/// held on the other. Memory is left out: its sessions are one process's.
+async fn a_checkout_on_one_instance_reaches_a_subscriber_on_another(variant: Variant) {
+    let a = live_app(variant, 60).await;
     let b = common::start(a.settings.clone(), a.data_dir.shared()).await;
     a.register("ava").await;
     a.add_to_cart(5, 1).await;
@@ -414,3 +415,5 @@ async fn a_checkout_on_one_instance_reaches_a_subscriber_on_another() {
         (5.into(), 38.into())
     );
 }
+
+for_backends!(a_checkout_on_one_instance_reaches_a_subscriber_on_another => cookie, sqlite, postgres, redis);

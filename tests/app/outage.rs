@@ -53,9 +53,9 @@ async fn the_catalog_serves_without(app: &common::TestApp, what: &str) {
     }
 }
 
-#[tokio::test]
-async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
-    let app = spawn_app(Variant::Sqlite).await;
+/// The `sessions` table goes away under a running app (on either dialect) and comes back.
+async fn a_database_session_store_outage_answers_503_and_loses_nothing(variant: Variant) {
+    let app = spawn_app(variant).await;
     app.register("vera").await;
     let cookie = app.cookie().expect("cookie");
 
@@ -81,6 +81,8 @@ async fn a_database_session_store_outage_answers_503_and_loses_nothing() {
     assert_the_same_session_goes_on(&app, &cookie, "sessions table").await;
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
 }
+
+for_backends!(a_database_session_store_outage_answers_503_and_loses_nothing => sqlite, postgres);
 
 /// Retries `check` for a bounded time: a reconnecting client may need a moment after the
 /// service returns.

@@ -515,30 +515,6 @@ for_each_backend!(
     stateful_pages_are_never_stored_by_the_browser,
 );
 
-/// Session records the server holds right now (the cookie backend holds none).
-async fn stored_sessions(app: &TestApp) -> usize {
-    match app.settings.session_backend {
-        SessionBackend::Cookie => 0,
-        SessionBackend::Memory => unreachable!("memory is checked by its capacity instead"),
-        SessionBackend::Database => {
-            usize::try_from(app.count_rows("sessions").await).expect("count")
-        }
-        SessionBackend::Redis => {
-            let client = redis::Client::open(app.settings.redis_url.as_str()).expect("url");
-            let mut conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .expect("redis");
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}session:*", app.settings.redis_key_prefix))
-                .query_async(&mut conn)
-                .await
-                .expect("KEYS");
-            keys.len()
-        }
-    }
-}
-
 /// Requests that bring a session the server does not know, on several kinds of page.
 async fn send_unrecognised_cookies(app: &TestApp, stale: &str, count: usize) {
     for i in 0..count {
@@ -561,10 +537,10 @@ async fn an_unrecognised_cookie_creates_no_server_state(variant: Variant) {
     let stale = app.cookie().expect("cookie");
     app.post_form("/logout", &[]).await;
     app.register("pete").await;
-    let before = stored_sessions(&app).await;
+    let before = app.stored_sessions().await;
     assert_eq!(before, 1, "one live session");
     send_unrecognised_cookies(&app, &stale, 20).await;
-    assert_eq!(stored_sessions(&app).await, before, "no record was created");
+    assert_eq!(app.stored_sessions().await, before, "no record was created");
     // The browser is still told why, once, without any state on the server.
     let res = app.get_as(&client_with_cookie(&stale), "/cart").await;
     assert_eq!(res.status(), StatusCode::OK, "/cart is open to guests");

@@ -625,6 +625,33 @@ impl TestApp {
         n
     }
 
+    /// Sessions the server keeps right now: rows, keys, or the memory backend's gauge (none
+    /// on the cookie backend).
+    pub async fn stored_sessions(&self) -> usize {
+        match self.settings.session_backend {
+            SessionBackend::Cookie => 0,
+            SessionBackend::Memory => {
+                usize::try_from(self.metric("statecart_memory_sessions").await).expect("count")
+            }
+            SessionBackend::Database => {
+                usize::try_from(self.count_rows("sessions").await).expect("count")
+            }
+            SessionBackend::Redis => {
+                let client = redis::Client::open(self.settings.redis_url.as_str()).expect("url");
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("redis");
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}session:*", self.settings.redis_key_prefix))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("KEYS");
+                keys.len()
+            }
+        }
+    }
+
     /// The value `/metrics` shows for the metric `name`.
     pub async fn metric(&self, name: &str) -> u64 {
         let text = self.page("/metrics").await;
