@@ -117,7 +117,7 @@ impl SqlStore {
         let meta = state::meta_of(state);
         sqlx::query(
             "UPDATE sessions SET state = $2, sid = $3, user_id = $4, last_seen_at = $5, \
-             expires_at = $6, version = version + 1 WHERE key_hash = $1",
+             expires_at = $6, version = version + 1 WHERE key_hash = $1 AND expires_at > $7",
         )
         .bind(key_hash(key))
         .bind(&json)
@@ -125,6 +125,7 @@ impl SqlStore {
         .bind(state::user_id_of(state))
         .bind(meta.map_or(now, |m| m.last_seen))
         .bind(now.saturating_add(ttl_secs(self.lifetimes.of(state, ttl))))
+        .bind(now)
         .execute(&self.db.pool)
         .await?;
         Ok(())
@@ -132,9 +133,12 @@ impl SqlStore {
 
     /// Extends a live session's expiry.
     pub async fn update_ttl(&self, key: &str, ttl: Duration) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE sessions SET expires_at = $2 WHERE key_hash = $1")
+        let now = now_epoch();
+        // An expired row that is not purged yet stays expired: no update brings it back.
+        sqlx::query("UPDATE sessions SET expires_at = $2 WHERE key_hash = $1 AND expires_at > $3")
             .bind(key_hash(key))
-            .bind(now_epoch().saturating_add(ttl_secs(ttl)))
+            .bind(now.saturating_add(ttl_secs(ttl)))
+            .bind(now)
             .execute(&self.db.pool)
             .await?;
         Ok(())

@@ -143,6 +143,14 @@ async fn sessions_expire_after_the_idle_timeout(variant: Variant) {
         .expect("save");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(load(&f.store, &key).await, None);
+    // Neither a late update nor a late TTL extension brings an expired session back.
+    let key = f
+        .store
+        .update(key, login_state(1, "x"), &TTL)
+        .await
+        .expect("update");
+    f.store.update_ttl(&key, &TTL).await.expect("update_ttl");
+    assert_eq!(load(&f.store, &key).await, None, "still expired");
     f.store.housekeeping().await;
     assert_eq!(
         f.store.sessions_of(1).await.expect("list"),
