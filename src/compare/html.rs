@@ -466,27 +466,18 @@ struct ReportPage<'a> {
 /// Renders the self-contained `report.html`.
 pub fn render(report: &Report) -> anyhow::Result<String> {
     let sizes = footprint_sizes(report);
-    let mut footprint_headers = vec!["backend".to_owned()];
-    footprint_headers.extend(sizes.iter().map(|n| format!("{n} lines")));
-    footprint_headers.push("refuses".to_owned());
-    let footprint = DetailTable::new("footprint", footprint_headers, report, |b| {
-        let Some(f) = b.footprint.measured() else {
-            return Vec::new();
-        };
-        let mut cells: Vec<String> = sizes
-            .iter()
-            .map(|&n| {
-                f.at(n).map_or("-".to_owned(), |p| {
-                    format!("{} / {}", p.cookie_bytes, p.server_bytes)
-                })
-            })
-            .collect();
-        cells.push(f.probe.refused_at.map_or_else(
-            || format!("none up to {} lines", f.probe.cap),
-            |n| format!("line {n} ({})", f.probe.refusal_status.unwrap_or_default()),
-        ));
-        vec![cells]
-    });
+    let footprint = DetailTable::new(
+        "footprint",
+        super::table::footprint_headers(&sizes),
+        report,
+        |b| {
+            b.footprint
+                .measured()
+                .map(|f| super::table::footprint_row(f, &sizes))
+                .into_iter()
+                .collect()
+        },
+    );
     let parallel = DetailTable::new(
         "parallel-writes",
         headers(&[
@@ -548,15 +539,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
             },
         )
     };
-    let mut notes = Vec::new();
-    for b in &report.backends {
-        if let Some(why) = &b.skipped {
-            notes.push(format!("{} was skipped: {why}", b.variant));
-        }
-    }
-    for (backend, name, why) in report.failures() {
-        notes.push(format!("{backend} {name} failed: {why}"));
-    }
+    let notes = report.notes();
     let page = ReportPage {
         report,
         columns: &COLUMNS,

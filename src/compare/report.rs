@@ -372,6 +372,19 @@ impl BackendReport {
 }
 
 impl Report {
+    /// What did not run, one sentence each: skipped backends, then failed experiments.
+    pub fn notes(&self) -> Vec<String> {
+        let skipped = self.backends.iter().filter_map(|b| {
+            let why = b.skipped.as_ref()?;
+            Some(format!("{} was skipped: {why}", b.variant))
+        });
+        let failed = self
+            .failures()
+            .into_iter()
+            .map(|(backend, name, why)| format!("{backend} {name} failed: {why}"));
+        skipped.chain(failed).collect()
+    }
+
     /// Every failed experiment as `(variant, experiment, why)`.
     pub fn failures(&self) -> Vec<(&str, &'static str, &str)> {
         self.backends

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::report::{
-    BackendReport, Expected, Outcome, Report, ScenarioResult, Seen, footprint_sizes,
+    BackendReport, Expected, Footprint, Outcome, Report, ScenarioResult, Seen, footprint_sizes,
 };
 
 /// One table cell: its text and whether it contradicts the backend table.
@@ -224,47 +224,56 @@ impl Report {
         }
 
         let sizes = footprint_sizes(self);
-        let mut size_rows = Vec::new();
-        for b in &self.backends {
-            if let Some(f) = b.footprint.measured() {
+        let size_rows: Vec<Vec<String>> = self
+            .backends
+            .iter()
+            .filter_map(|b| {
                 let mut row = vec![b.variant.clone()];
-                for &n in &sizes {
-                    row.push(f.at(n).map_or("-".to_owned(), |p| {
-                        format!("{} / {}", p.cookie_bytes, p.server_bytes)
-                    }));
-                }
-                row.push(f.probe.refused_at.map_or_else(
-                    || format!("none up to {}", f.probe.cap),
-                    |n| format!("line {n} ({})", f.probe.refusal_status.unwrap_or_default()),
-                ));
-                size_rows.push(row);
-            }
-        }
+                row.extend(footprint_row(b.footprint.measured()?, &sizes));
+                Some(row)
+            })
+            .collect();
         if !size_rows.is_empty() {
             let _ = writeln!(
                 out,
                 "\nFootprint: cookie bytes / server bytes by cart lines"
             );
-            let mut headers: Vec<String> = vec!["backend".to_owned()];
-            headers.extend(sizes.iter().map(|n| format!("{n} lines")));
-            headers.push("refuses".to_owned());
+            let headers = footprint_headers(&sizes);
             let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
             out.push_str(&text_table(&headers, &size_rows));
         }
 
-        let skipped: Vec<_> = self
-            .backends
-            .iter()
-            .filter_map(|b| b.skipped.as_ref().map(|why| (&b.variant, why)))
-            .collect();
-        for (variant, why) in skipped {
-            let _ = writeln!(out, "\nskipped {variant}: {why}");
-        }
-        for (backend, name, why) in self.failures() {
-            let _ = writeln!(out, "\nfailed {backend} {name}: {why}");
+        for note in self.notes() {
+            let _ = writeln!(out, "\n{note}");
         }
         out
     }
+}
+
+/// The headings of the footprint tables (terminal and HTML) for these cart sizes.
+pub fn footprint_headers(sizes: &[usize]) -> Vec<String> {
+    let mut headers = vec!["backend".to_owned()];
+    headers.extend(sizes.iter().map(|n| format!("{n} lines")));
+    headers.push("refuses".to_owned());
+    headers
+}
+
+/// One backend's footprint cells after its name: cookie / server bytes at each size, and
+/// where the probe was refused.
+pub fn footprint_row(f: &Footprint, sizes: &[usize]) -> Vec<String> {
+    let mut cells: Vec<String> = sizes
+        .iter()
+        .map(|&n| {
+            f.at(n).map_or("-".to_owned(), |p| {
+                format!("{} / {}", p.cookie_bytes, p.server_bytes)
+            })
+        })
+        .collect();
+    cells.push(f.probe.refused_at.map_or_else(
+        || format!("none up to {} lines", f.probe.cap),
+        |n| format!("line {n} ({})", f.probe.refusal_status.unwrap_or_default()),
+    ));
+    cells
 }
 
 /// The headings of [`speed_row`]'s cells.
