@@ -581,10 +581,7 @@ async fn a_thousand_guests_never_log_out_a_logged_in_user(variant: Variant) {
     .await;
     app.register("vera").await;
     // A client that keeps no cookie: every add starts a new guest session.
-    let anonymous = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let anonymous = common::client_builder().build().expect("client");
     for n in 0..1000 {
         let res = app.add_to_cart_as(&anonymous, n % 14 + 1, 1).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);

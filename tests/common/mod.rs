@@ -34,14 +34,16 @@ impl Variant {
     /// Every variant this run can test (variants whose service is not configured are skipped,
     /// or fail the run when CI=true).
     pub fn available() -> Vec<Variant> {
-        let mut all = vec![Self::Cookie, Self::Memory, Self::Sqlite];
-        if service_url(POSTGRES_ENV).is_some() {
-            all.push(Self::Postgres);
-        }
-        if service_url(REDIS_ENV).is_some() {
-            all.push(Self::Redis);
-        }
-        all
+        [
+            Self::Cookie,
+            Self::Memory,
+            Self::Sqlite,
+            Self::Postgres,
+            Self::Redis,
+        ]
+        .into_iter()
+        .filter(|v| v.is_available())
+        .collect()
     }
 
     /// Whether this variant can run here (its service, if any, is configured).
@@ -182,13 +184,19 @@ pub fn client() -> reqwest::Client {
 /// A cookie-keeping client and its cookie jar, to read or replay the session cookie.
 pub fn client_and_jar() -> (reqwest::Client, Arc<Jar>) {
     let jar = Arc::new(Jar::default());
-    let client = reqwest::Client::builder()
+    let client = client_builder()
         .cookie_provider(Arc::clone(&jar))
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
     (client, jar)
+}
+
+/// What every test client shares: redirects are answers to look at, and a hung server fails
+/// the test instead of hanging it.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
 }
 
 impl TestApp {
@@ -376,9 +384,8 @@ pub fn client_with_cookie(value: &str) -> reqwest::Client {
         "cookie",
         reqwest::header::HeaderValue::from_str(&format!("statecart={value}")).expect("header"),
     );
-    reqwest::Client::builder()
+    client_builder()
         .default_headers(headers)
-        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
 }
