@@ -15,10 +15,7 @@ use statecart::session::{
 
 /// Resident set size of this process now, in bytes (Linux `/proc/self/status`).
 fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    statecart::sandbox::rss_bytes_of("self")
 }
 
 /// The state of a logged-in session with a 3-line cart, as the app stores it.

@@ -12,5 +12,5 @@
 mod process;
 mod services;
 
-pub use process::{Instance, Signal, command};
+pub use process::{Instance, Signal, command, rss_bytes_of};
 pub use services::{PgDatabase, RedisPrefix, ping_postgres, ping_redis};

@@ -144,10 +144,7 @@ impl Instance {
     /// Resident set size of the process now, in bytes (`/proc/<pid>/status`); `None` where
     /// there is no such file.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        rss_bytes_of(&self.child.id().to_string())
     }
 
     /// Sends `signal` and waits (bounded) for the process to end.
@@ -244,6 +241,15 @@ fn clock_ticks_per_second() -> f64 {
             .filter(|&t| t > 0.0)
             .unwrap_or(100.0)
     })
+}
+
+/// Resident set size of process `pid` (or `self`) now, in bytes, from `/proc/<pid>/status`;
+/// `None` where there is no such file.
+pub fn rss_bytes_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]
