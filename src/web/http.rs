@@ -2,12 +2,13 @@
 
 use actix_web::{
     HttpRequest, HttpResponse,
-    http::header::{self, ContentType},
+    body::MessageBody,
+    http::header::{self, ContentType, InvalidHeaderValue, TryIntoHeaderValue},
 };
 use sha2::{Digest, Sha256};
 
-/// Seconds a public page may be reused before revalidating; the ETag makes that cheap.
-pub const PAGE_MAX_AGE: u32 = 30;
+/// `Cache-Control` of public pages and JSON: reused for 30 s, then revalidated cheaply by ETag.
+pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=30";
 
 /// A strong ETag: the first 128 bits of the body's SHA-256, quoted.
 pub fn etag_of(body: &[u8]) -> String {
@@ -30,26 +31,41 @@ pub fn cacheable(
     req: &HttpRequest,
     content_type: ContentType,
     body: impl Into<Vec<u8>>,
-    cache_control: &str,
+    cache_control: &'static str,
 ) -> HttpResponse {
     let body = body.into();
     let etag = etag_of(&body);
-    if matches_if_none_match(req, etag.as_bytes()) {
-        return HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag))
-            .insert_header((header::CACHE_CONTROL, cache_control.to_owned()))
-            .finish();
-    }
-    HttpResponse::Ok()
-        .content_type(content_type)
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::CACHE_CONTROL, cache_control.to_owned()))
-        .body(body)
+    with_etag(req, etag, content_type, body, cache_control)
 }
 
-/// `Cache-Control` for public pages and JSON.
-pub fn public_page_cache_control() -> String {
-    format!("public, max-age={PAGE_MAX_AGE}")
+/// A public 200 whose strong `etag` is already known (or 304 when the client holds it).
+pub fn with_etag<E, C>(
+    req: &HttpRequest,
+    etag: E,
+    content_type: C,
+    body: impl MessageBody + 'static,
+    cache_control: &'static str,
+) -> HttpResponse
+where
+    E: TryIntoHeaderValue + AsRef<[u8]>,
+    E::Error: Into<InvalidHeaderValue>,
+    C: TryIntoHeaderValue,
+    C::Error: Into<InvalidHeaderValue>,
+{
+    let not_modified = matches_if_none_match(req, etag.as_ref());
+    let mut res = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache_control));
+    if not_modified {
+        res.finish()
+    } else {
+        res.insert_header((header::CONTENT_TYPE, content_type))
+            .body(body)
+    }
 }
 
 /// A 303 redirect to a local path.

@@ -51,6 +51,6 @@ pub async fn page(
         &req,
         header::ContentType::html(),
         body,
-        &http::public_page_cache_control(),
+        http::PUBLIC_CACHE_CONTROL,
     ))
 }

@@ -123,24 +123,15 @@ impl Rendered {
 
     /// 200 with the body, or 304 when the client already holds it: a lookup and bytes out.
     fn respond(&self, req: &HttpRequest) -> HttpResponse {
-        let cache_control = header::HeaderValue::from_static(PUBLIC_CACHE_CONTROL);
-        let mut res = if http::matches_if_none_match(req, &self.etag) {
-            HttpResponse::NotModified().finish()
-        } else {
-            let mut res = HttpResponse::Ok().body(self.body.clone());
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, self.content_type.clone());
-            res
-        };
-        let headers = res.headers_mut();
-        headers.insert(header::ETAG, self.etag.clone());
-        headers.insert(header::CACHE_CONTROL, cache_control);
-        res
+        http::with_etag(
+            req,
+            self.etag.clone(),
+            self.content_type.clone(),
+            self.body.clone(),
+            http::PUBLIC_CACHE_CONTROL,
+        )
     }
 }
-
-/// `Cache-Control` of public pages and JSON.
-const PUBLIC_CACHE_CONTROL: &str = "public, max-age=30";
 const HTML: &str = "text/html; charset=utf-8";
 const JSON: &str = "application/json";
 
