@@ -402,7 +402,8 @@ async fn live_endpoints_refuse_abuse(variant: Variant) {
             .cookie(HeaderValue::from_static("statecart=garbage")),
     ];
     shop.run("live", cases).await;
-    // Many streams of one user: each is a lease, the oldest end first; the process holds.
+    // Many streams of one user, each a lease: the process keeps answering (which lease ends
+    // first is live.rs `the_registry_is_bounded_and_ends_the_oldest_lease_first`).
     let mut streams = Vec::new();
     for _ in 0..8 {
         let res = shop.app.get("/cart/live").await;
