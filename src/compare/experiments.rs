@@ -195,19 +195,7 @@ pub async fn parallel_writes(
     let browser = Browser::new()?;
     let one = sandbox.start(binary, "one", &[]).await?;
     browser.register(&one, "ada").await?;
-    let ids: Vec<i64> = browser
-        .products(&one)
-        .await?
-        .into_iter()
-        .filter(|p| p.stock >= stock)
-        .map(|p| p.id)
-        .take(parallel)
-        .collect();
-    ensure!(
-        ids.len() == parallel,
-        "the catalog has {} products with stock for every round, {parallel} needed",
-        ids.len()
-    );
+    let ids = stocked_products(&browser, &one, stock, parallel).await?;
     let mut cookie = browser.cookie(&one)?;
     let mut acknowledged = 0;
     for _ in 0..PARALLEL_ROUNDS {
@@ -260,18 +248,7 @@ pub async fn guests(binary: &Path, sandbox: &Sandbox, count: usize) -> anyhow::R
     let stock = i64::try_from(count)?;
     prepare_catalog(&sandbox.database_url, GUEST_LINES, Some(stock)).await?;
     let first = sandbox.start(binary, "first", &[]).await?;
-    let ids: Vec<i64> = Browser::new()?
-        .products(&first)
-        .await?
-        .into_iter()
-        .filter(|p| p.stock >= stock)
-        .map(|p| p.id)
-        .take(GUEST_LINES)
-        .collect();
-    ensure!(
-        ids.len() == GUEST_LINES,
-        "the catalog lacks stock for the guests"
-    );
+    let ids = stocked_products(&Browser::new()?, &first, stock, GUEST_LINES).await?;
     let rss_before = first.rss_bytes();
     let mut cookies = Vec::with_capacity(count);
     for n in 0..count {
@@ -347,6 +324,29 @@ async fn measure(
         cookie_bytes: seen.cookie_bytes,
         server_bytes: seen.server_bytes,
     })
+}
+
+/// `count` products the instance shows with at least `stock` units each.
+async fn stocked_products(
+    browser: &Browser,
+    instance: &Instance,
+    stock: i64,
+    count: usize,
+) -> anyhow::Result<Vec<i64>> {
+    let ids: Vec<i64> = browser
+        .products(instance)
+        .await?
+        .into_iter()
+        .filter(|p| p.stock >= stock)
+        .map(|p| p.id)
+        .take(count)
+        .collect();
+    ensure!(
+        ids.len() == count,
+        "the catalog has {} products with {stock} units or more, {count} needed",
+        ids.len()
+    );
+    Ok(ids)
 }
 
 /// Gives the sandbox's database a catalog of at least `products` products before the app first
