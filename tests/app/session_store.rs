@@ -54,7 +54,9 @@ async fn fixture(variant: Variant, idle_secs: u64) -> Fixture {
     }
 }
 
+/// A login last seen now (a session idle by its own clock is ended when listed).
 fn login_state(user_id: i64, sid: &str) -> HashMap<String, String> {
+    let now = statecart::domain::now_epoch();
     HashMap::from([
         (
             USER.to_owned(),
@@ -62,7 +64,7 @@ fn login_state(user_id: i64, sid: &str) -> HashMap<String, String> {
         ),
         (
             META.to_owned(),
-            format!(r#"{{"sid":"{sid}","issued_at":1,"last_seen":1}}"#),
+            format!(r#"{{"sid":"{sid}","issued_at":{now},"last_seen":{now}}}"#),
         ),
     ])
 }
