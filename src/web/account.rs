@@ -59,6 +59,33 @@ pub async fn page(
     })
 }
 
+/// Puts this session into `epoch`, with the confirmation when `confirm` and the cookie can
+/// hold it (the epoch matters, the message does not).
+async fn follow_epoch(me: &LoggedIn, epoch: i64, confirm: bool) -> Result<(), AppError> {
+    let with_message = me
+        .session
+        .change(|s| {
+            s.set_epoch(epoch);
+            if confirm {
+                s.set_flash(Flash::info(
+                    "Every other session of yours has ended: their cookies are refused from now on.",
+                ));
+            }
+            Ok::<_, Infallible>(())
+        })
+        .await;
+    match with_message {
+        Err(ChangeError::TooLarge { .. }) if confirm => Ok(me
+            .session
+            .change(|s| {
+                s.set_epoch(epoch);
+                Ok::<_, Infallible>(())
+            })
+            .await?),
+        other => Ok(other?),
+    }
+}
+
 /// `POST /account/sessions/revoke-others`: ends every other session of this user.
 pub async fn revoke_others(
     store: web::Data<Store>,
@@ -66,29 +93,14 @@ pub async fn revoke_others(
 ) -> Result<HttpResponse, AppError> {
     if let Some(revocation) = store.revocation() {
         // The cookie backend cannot find the other cookies; it moves the user's epoch past
-        // them instead, and this session into the new epoch.
+        // them instead, and this session into the new epoch. This session moves first: a
+        // cookie too full to take the new epoch is refused (422) before anything changes.
+        let next = revocation.epoch_of(me.user.id).await?.saturating_add(1);
+        follow_epoch(&me, next, true).await?;
         let epoch = revocation.advance_epoch(me.user.id).await?;
-        let moved = me
-            .session
-            .change(|s| {
-                s.set_epoch(epoch);
-                s.set_flash(Flash::info(
-                    "Every other session of yours has ended: their cookies are refused from now on.",
-                ));
-                Ok::<_, Infallible>(())
-            })
-            .await;
-        if let Err(ChangeError::TooLarge { .. }) = moved {
-            // The epoch has moved already: this session must follow it, or it would end too.
-            // A cookie at its size limit keeps the new epoch without the message.
-            me.session
-                .change(|s| {
-                    s.set_epoch(epoch);
-                    Ok::<_, Infallible>(())
-                })
-                .await?;
-        } else {
-            moved?;
+        if epoch != next {
+            // Another "log out everywhere else" of this user moved it at the same moment.
+            follow_epoch(&me, epoch, false).await?;
         }
         return Ok(see_other("/account"));
     }
