@@ -25,7 +25,7 @@ use crate::{
     db::Db,
     domain::{accounts, catalog, secs, snapshot::Catalog},
     leases::LiveHub,
-    session::{self, Store},
+    session::{self, Store, guests::GuestGate},
     web::{
         Site, account, admin, auth, body, cart, errors,
         guard::{self, LoginLimits},
@@ -100,12 +100,20 @@ impl Application {
         let key = keys.current.clone();
         let store = Store::build(&settings, &db)?;
         let limits = web::Data::new(LoginLimits::new(settings.login_rate_limit_per_minute));
+        // Only a backend that keeps server state has guest records to bound.
+        let guests = settings.session_backend.is_stateful().then(|| {
+            web::Data::new(GuestGate::new(
+                settings.guest_sessions_per_minute,
+                &store,
+                settings.max_guest_sessions,
+            ))
+        });
         let hub = LiveHub::new(settings.live_max_leases, settings.live_max_leases_per_user);
         let catalog = Catalog::load(db.clone())
             .await
             .context("reading the catalog")?;
         let background = vec![
-            spawn_housekeeping(store.clone(), limits.clone()),
+            spawn_housekeeping(store.clone(), limits.clone(), guests.clone()),
             tokio::spawn(Arc::clone(&hub).watch(db.clone(), Arc::clone(&catalog))),
         ];
 
@@ -137,8 +145,11 @@ impl Application {
 
         let server = HttpServer::new(move || {
             let sessions = session_middleware(&store, &key, &settings);
-            App::new()
-                .app_data(site.clone())
+            let app = match &guests {
+                Some(guests) => App::new().app_data(guests.clone()),
+                None => App::new(),
+            };
+            app.app_data(site.clone())
                 .app_data(db_data.clone())
                 .app_data(settings_data.clone())
                 .app_data(store_data.clone())
@@ -225,13 +236,20 @@ fn default_headers(instance: &str) -> DefaultHeaders {
     )
 }
 
-fn spawn_housekeeping(store: Store, limits: web::Data<LoginLimits>) -> tokio::task::JoinHandle<()> {
+fn spawn_housekeeping(
+    store: Store,
+    limits: web::Data<LoginLimits>,
+    guests: Option<web::Data<GuestGate>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
         loop {
             every.tick().await;
             store.housekeeping().await;
             limits.housekeeping().await;
+            if let Some(guests) = &guests {
+                guests.housekeeping();
+            }
         }
     })
 }
@@ -252,9 +270,10 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
         .service(web::resource("/healthz").route(get_or_head().to(health::healthz)))
         .service(web::resource("/metrics").route(get_or_head().to(metrics::metrics)));
 
-    // Stateful. Middleware, outermost first: refuse cross-site forms, turn a store failure
-    // into 503, load/save the session, enforce its timeouts, no-store; then, on /login and
-    // /register only, limit attempts per address.
+    // Stateful. Middleware, outermost first: refuse cross-site forms, note the client address
+    // (new guest sessions are limited by it), turn a store failure into 503, load/save the
+    // session, enforce its timeouts, no-store; then, on /login and /register only, limit
+    // attempts per address.
     cfg.service(
         web::scope("")
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
@@ -262,6 +281,7 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
             .wrap(sessions)
             .wrap(from_fn(session::key::reseal_previous_keys))
             .wrap(from_fn(guard::session_store_unavailable))
+            .wrap(from_fn(guard::note_client_address))
             .wrap(from_fn(guard::refuse_cross_origin))
             // The login limit wraps the resources themselves, so it sees every request the
             // router gives them, whatever spelling of the path (`/%6Cogin`) got it there.

@@ -218,6 +218,12 @@ settings! {
     memory_max_guest_sessions => memory_max_guest_sessions: Count<u64, 1, { u64::MAX }> = 20_000,
         "`20000`",
         "Capacity bound of the memory backend's guest sessions, kept apart so guests never push out logged-in sessions";
+    guest_sessions_per_minute => guest_sessions_per_minute: Count<u32, 0, { u32::MAX as u64 }> = 30,
+        "`30`",
+        "New guest sessions one client address may start per minute (memory, database, redis); 0 turns the limit off";
+    max_guest_sessions => max_guest_sessions: Count<u64, 1, { u64::MAX }> = 20_000,
+        "`20000`",
+        "Most guest sessions the database backend holds at once; a new guest beyond it gets 503";
     redis_key_prefix => redis_key_prefix: Parsed<KeyPrefix> = "statecart:".to_owned(),
         "`statecart:`",
         "Prefix of every Redis key the redis backend writes";

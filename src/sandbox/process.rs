@@ -21,10 +21,12 @@ const POLL_EVERY: Duration = Duration::from_millis(25);
 const TAIL_LINES: usize = 5;
 
 /// What every instance runs with unless `settings` say otherwise: a free port on loopback, and
-/// no login rate limit (a scripted client logs in many times a minute from one address).
-const BASE_SETTINGS: [(&str, &str); 2] = [
+/// no login or guest rate limit (scripted clients log in and start carts many times a minute
+/// from one address).
+const BASE_SETTINGS: [(&str, &str); 3] = [
     ("listen", "127.0.0.1:0"),
     ("login_rate_limit_per_minute", "0"),
+    ("guest_sessions_per_minute", "0"),
 ];
 
 /// `binary`, ready for arguments, with no `STATECART_*` inherited from this process (only what

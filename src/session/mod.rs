@@ -2,6 +2,7 @@
 //! one write path (`state`), the cookie budget, the timeouts, and what each backend promises.
 
 pub mod budget;
+pub mod guests;
 pub mod key;
 pub mod memory;
 pub mod promises;
@@ -35,6 +36,9 @@ pub use timeouts::{SESSION_ENDED, enforce_timeouts, touch_interval_secs};
 /// Name of the session cookie when it is not `Secure` (see `Settings::cookie_name`).
 pub const COOKIE_NAME: &str = "statecart";
 
+/// How long a [`state::MOVED`] marker is kept after a login took its record over.
+pub const MOVED_KEPT: StdDuration = StdDuration::from_secs(120);
+
 /// How long server-side stores keep a session past its last save: the idle timeout for a
 /// login, the (shorter) guest one for a session without a login.
 #[derive(Debug, Clone, Copy)]
@@ -47,9 +51,13 @@ pub struct Lifetimes {
 
 impl Lifetimes {
     /// The lifetime of a session with this state; `ttl` is what the session middleware asks.
+    /// A record a login moved away from lives only as long as a request still on its way
+    /// with the old key might need to be told so.
     pub fn of(&self, state: &State, ttl: StdDuration) -> StdDuration {
         if state::user_id_of(state).is_some() {
             ttl
+        } else if state.contains_key(state::MOVED) {
+            ttl.min(self.guest).min(MOVED_KEPT)
         } else {
             ttl.min(self.guest)
         }
@@ -229,6 +237,42 @@ impl Store {
         Some((m.len(), m.guests()))
     }
 
+    /// Whether the store can count its guest sessions cheaply (and so bound them).
+    pub fn counts_guests(&self) -> bool {
+        matches!(self, Self::Database(_))
+    }
+
+    /// Live guest sessions (no login) the store holds now; 0 where it cannot count them.
+    pub async fn guest_count(&self) -> Result<u64, StoreError> {
+        Ok(match self {
+            Self::Database(s) => s.guest_count().await?,
+            Self::Memory(m) => m.guests(),
+            Self::Cookie(_) | Self::Redis(_) => 0,
+        })
+    }
+
+    /// Deletes a session by compare-and-set on the state as it is now, except a record a
+    /// login moved away from: that one stays until it expires, so a request still holding its
+    /// key is told the login moved it instead of starting a new session.
+    async fn end(&self, key: &str) -> Result<(), StoreError> {
+        let mut loaded = self.load_versioned(key).await?;
+        for _ in 0..16 {
+            let Some((state, version)) = loaded else {
+                return Ok(());
+            };
+            if state.contains_key(state::MOVED) {
+                return Ok(());
+            }
+            if self.swap(key, version, &State::new()).await?.is_some() {
+                return Ok(());
+            }
+            loaded = self.load_versioned(key).await?;
+        }
+        Err(StoreError(
+            "a session kept changing while it was being deleted".to_owned(),
+        ))
+    }
+
     /// Whether the store answers.
     pub async fn ping(&self) -> bool {
         match self {
@@ -372,12 +416,7 @@ impl SessionStore for Store {
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
         match self {
             Self::Cookie(_) => Ok(()),
-            Self::Memory(m) => {
-                m.delete(key.as_ref()).await;
-                Ok(())
-            }
-            Self::Database(s) => Ok(s.delete(key.as_ref()).await?),
-            Self::Redis(r) => Ok(r.delete(key.as_ref()).await?),
+            _ => Ok(self.end(key.as_ref()).await?),
         }
     }
 }

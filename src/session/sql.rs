@@ -153,13 +153,38 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Deletes every expired row; run in the background.
+    /// Deletes every expired row, in batches found through the expiry index: a flood of guest
+    /// rows expiring together never holds the write lock (SQLite) or bloats one transaction
+    /// (PostgreSQL) for the whole purge. Run in the background.
     pub async fn delete_expired(&self) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now_epoch())
+        const BATCH: u64 = 1000;
+        let now = now_epoch();
+        let mut deleted = 0;
+        loop {
+            let batch = sqlx::query(
+                "DELETE FROM sessions WHERE key_hash IN \
+                 (SELECT key_hash FROM sessions WHERE expires_at <= $1 LIMIT 1000)",
+            )
+            .bind(now)
             .execute(&self.db.pool)
             .await?
-            .rows_affected())
+            .rows_affected();
+            deleted += batch;
+            if batch < BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Live guest rows (sessions without a login).
+    pub async fn guest_count(&self) -> Result<u64, sqlx::Error> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM sessions WHERE user_id IS NULL AND expires_at > $1",
+        )
+        .bind(now_epoch())
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or_default())
     }
 
     /// The live sessions of a user, newest first.

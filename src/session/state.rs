@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use super::{
     Store, StoreError,
     budget::{CookieBudget, MAX_COOKIE_BYTES},
+    guests::{ClientAddress, GuestGate, GuestRefusal},
     timeouts::SharedNotices,
 };
 use crate::domain::cart::{Cart, CartMerge};
@@ -25,6 +26,10 @@ pub const FLASH: &str = "flash";
 pub const CART: &str = "cart";
 /// Session key of a guest's last activity (a session with a cart and no login).
 pub const VISIT: &str = "visit";
+/// Session key that marks a record a login took over (epoch seconds of the login). The login
+/// moved this session's state to a new key; a request still holding the old key is refused
+/// rather than let its write land where no browser will look. It never reaches a cookie.
+pub const MOVED: &str = "moved";
 
 /// Raw session state as actix-session stores it: JSON values by key.
 pub type State = HashMap<String, String>;
@@ -142,6 +147,7 @@ pub struct TypedSession {
     locks: Option<web::Data<WriteLocks>>,
     budget: Option<web::Data<CookieBudget>>,
     notices: Option<SharedNotices>,
+    guests: Option<(web::Data<GuestGate>, Option<ClientAddress>)>,
 }
 
 impl FromRequest for TypedSession {
@@ -217,6 +223,14 @@ pub enum ChangeError<E> {
     /// Other requests of this session kept saving first; the client may retry.
     #[error("too many parallel changes to one session")]
     Busy,
+    /// A login moved this session to a new key while the change was on its way: the change
+    /// was not applied (applying it to the old key would acknowledge a write no page shows).
+    #[error("a login moved the session")]
+    Moved,
+    /// Starting one more guest session now is refused (too many from this client address,
+    /// or the store holds as many guests as it may).
+    #[error("guest session refused")]
+    GuestRefused(GuestRefusal),
     /// The store did not answer.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -231,6 +245,10 @@ impl TypedSession {
             locks: req.app_data::<web::Data<WriteLocks>>().cloned(),
             budget: req.app_data::<web::Data<CookieBudget>>().cloned(),
             notices: req.extensions().get::<SharedNotices>().cloned(),
+            guests: req
+                .app_data::<web::Data<GuestGate>>()
+                .cloned()
+                .map(|gate| (gate, req.extensions().get::<ClientAddress>().copied())),
         }
     }
 
@@ -259,7 +277,9 @@ impl TypedSession {
         self.get(VISIT)
     }
 
-    /// Whether the session holds nothing at all.
+    /// Whether the session holds nothing at all. A record a login took over is not empty: a
+    /// request still holding its key must not clear the browser's cookie, which by now may be
+    /// the new login's.
     pub fn is_empty(&self) -> bool {
         self.session.entries().keys().all(|k| k == LOADED)
     }
@@ -277,17 +297,42 @@ impl TypedSession {
         entries
     }
 
-    /// Starts a login: a new session id (no fixation), the user, and fresh metadata. The new
-    /// key has no other requests yet, so the middleware saves it as a new record. A cart the
-    /// session held (a guest's) comes along, trimmed to `max_lines` lines; returns what came.
-    pub fn log_in(
+    /// Starts a login: a new session id (no fixation), the user, and fresh metadata.
+    ///
+    /// On a server-side store the old record is taken over by compare-and-set on the state as
+    /// it is *now* (not as this request loaded it before hashing the password): the record
+    /// becomes a [`MOVED`] marker only if no other request saved since, else the fresh state
+    /// is read and the swap tried again. So a guest's add that landed while the password was
+    /// checked comes along, and one that lands after is refused ([`ChangeError::Moved`]),
+    /// never acknowledged onto a key no browser uses any more.
+    ///
+    /// Only a guest's cart (or this same user's) comes along, trimmed to `max_lines` lines; a
+    /// session of another user starts clean, and that user's session ends here. Returns what
+    /// came along and the user the session belonged to before, if another.
+    pub async fn log_in(
         &self,
         user: SessionUser,
         now: i64,
         epoch: i64,
         max_lines: usize,
-    ) -> Option<CartMerge> {
-        let carried = self.cart();
+    ) -> Result<LoggedIn, ChangeError<Infallible>> {
+        let (mut current, loaded) = self.snapshot();
+        if let (Some(store), Some(loaded)) = (self.store.as_deref(), loaded) {
+            current = self.take_over(store, current, loaded, now).await?;
+        }
+        let previous = current
+            .get(USER)
+            .and_then(|v| serde_json::from_str::<SessionUser>(v).ok())
+            .filter(|previous| previous.id != user.id);
+        let previous_meta = previous.as_ref().and_then(|_| meta_of(&current));
+        let carried = if previous.is_some() {
+            Cart::default()
+        } else {
+            current
+                .get(CART)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default()
+        };
         self.session.clear();
         self.session.renew();
         let merge = (!carried.is_empty()).then(|| {
@@ -306,7 +351,57 @@ impl TypedSession {
                 epoch,
             }),
         );
-        merge
+        Ok(LoggedIn {
+            carried: merge,
+            previous: previous.zip(previous_meta),
+        })
+    }
+
+    /// Turns the record under `loaded.k` into a [`MOVED`] marker by compare-and-set and
+    /// returns the state it held just before (empty when it was gone or already moved).
+    async fn take_over(
+        &self,
+        store: &Store,
+        mut current: State,
+        loaded: Loaded,
+        now: i64,
+    ) -> Result<State, ChangeError<Infallible>> {
+        let mut version = loaded.v;
+        // Changes of this session in this process wait for the takeover, then see the marker.
+        let mut queued = match self.locks.as_deref() {
+            None => None,
+            Some(locks) => Some(locks.of(&loaded.k).lock().await),
+        };
+        if let Some(Some(last)) = queued.as_deref()
+            && last.key == loaded.k
+            && last.version > version
+        {
+            (current, version) = (last.state.clone(), last.version);
+        }
+        let marker = State::from([(MOVED.to_owned(), now.to_string())]);
+        for _ in 0..MAX_ATTEMPTS {
+            if current.contains_key(MOVED) {
+                // Another login of this same session moved it first: nothing to carry.
+                return Ok(State::new());
+            }
+            if let Some(saved) = store.swap(&loaded.k, version, &marker).await? {
+                if let Some(last) = queued.as_deref_mut() {
+                    *last = Some(LastSaved {
+                        key: loaded.k.clone(),
+                        version: saved,
+                        state: marker,
+                    });
+                }
+                return Ok(current);
+            }
+            match store.load_versioned(&loaded.k).await? {
+                Some(fresh) => (current, version) = fresh,
+                // Ended meanwhile (logout, revocation, expiry): nothing to carry.
+                None => return Ok(State::new()),
+            }
+        }
+        tracing::warn!("gave up a login takeover after {MAX_ATTEMPTS} conflicting saves");
+        Err(ChangeError::Busy)
     }
 
     /// Ends an expired login; the request goes on without one (and may log in afresh). A
@@ -339,12 +434,18 @@ impl TypedSession {
         mut change: impl FnMut(&mut Draft<'_>) -> Result<T, E>,
     ) -> Result<T, ChangeError<E>> {
         let (mut current, loaded) = self.snapshot();
+        if current.contains_key(MOVED) {
+            return Err(ChangeError::Moved);
+        }
         let (Some(store), Some(loaded)) = (self.store.as_deref(), loaded) else {
             // The state travels with this response: the cookie backend, or a session this
             // request creates (a new key no other request knows yet).
             let mut next = current.clone();
             let out = change(&mut Draft(&mut next)).map_err(ChangeError::Refused)?;
             if next != current {
+                if current.is_empty() && !next.contains_key(USER) {
+                    self.admit_guest().await?;
+                }
                 if let Some(budget) = self.budget.as_deref()
                     && !budget.allows(&current, &next)
                 {
@@ -367,6 +468,9 @@ impl TypedSession {
         {
             // A request of this session saved since this one loaded: start from its result.
             (current, version) = (last.state.clone(), last.version);
+            if current.contains_key(MOVED) {
+                return Err(ChangeError::Moved);
+            }
         }
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
@@ -403,6 +507,9 @@ impl TypedSession {
                 return Ok(out);
             }
             (current, version) = self.reload(store, &loaded.k).await?;
+            if current.contains_key(MOVED) {
+                return Err(ChangeError::Moved);
+            }
         }
         tracing::warn!("gave up a session change after {MAX_ATTEMPTS} conflicting saves");
         Err(ChangeError::Busy)
@@ -417,6 +524,18 @@ impl TypedSession {
                 self.session.purge();
                 Err(ChangeError::Ended)
             }
+        }
+    }
+
+    /// Lets a new guest session be created, or says why not. Only stores that keep server
+    /// state hold a gate (the cookie backend keeps nothing to bound).
+    async fn admit_guest<E>(&self) -> Result<(), ChangeError<E>> {
+        match &self.guests {
+            Some((gate, address)) => gate
+                .admit(address.map(|a| a.0))
+                .await
+                .map_err(ChangeError::GuestRefused),
+            None => Ok(()),
         }
     }
 
@@ -484,6 +603,15 @@ impl TypedSession {
             Err(err) => tracing::error!(error = %err, key, "a session value is not JSON"),
         }
     }
+}
+
+/// What a login brought along from the session it was made in.
+#[derive(Debug, Default)]
+pub struct LoggedIn {
+    /// The guest cart that came along, if there was one.
+    pub carried: Option<CartMerge>,
+    /// Another user whose session this was (and its metadata): it ended with this login.
+    pub previous: Option<(SessionUser, Meta)>,
 }
 
 /// The session state as a change sees it: typed reads and writes over the raw entries.

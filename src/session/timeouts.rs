@@ -154,9 +154,14 @@ async fn keep_alive(
     match touched {
         // Another request kept saving first: it recorded activity too.
         Ok(())
-        | Err(ChangeError::Refused(_) | ChangeError::TooLarge { .. } | ChangeError::Busy) => {
-            Ok(None)
-        }
+        | Err(
+            ChangeError::Refused(_)
+            | ChangeError::TooLarge { .. }
+            | ChangeError::Busy
+            | ChangeError::GuestRefused(_),
+        ) => Ok(None),
+        // A login moved this session on: the browser holds the new one, say nothing.
+        Err(ChangeError::Moved) => Ok(None),
         Err(ChangeError::Ended) => Ok(Some(Notice::Ended)),
         Err(ChangeError::Store(err)) => Err(AppError::from(err).into()),
     }

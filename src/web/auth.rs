@@ -25,7 +25,7 @@ use crate::{
     },
     session::{
         Store,
-        state::{Flash, SessionUser, TypedSession},
+        state::{Flash, LoggedIn, SessionUser, TypedSession},
     },
 };
 
@@ -171,6 +171,7 @@ pub async fn login(
     db: web::Data<Db>,
     settings: web::Data<Settings>,
     limits: web::Data<LoginLimits>,
+    store: web::Data<Store>,
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -189,16 +190,19 @@ pub async fn login(
         Some(user) => {
             limits.clear_failures(&form.username, address).await;
             let epoch = session.login_epoch(user.id).await?;
-            let carried = session.log_in(
-                SessionUser {
-                    id: user.id,
-                    name: user.username,
-                },
-                now_epoch(),
-                epoch,
-                settings.cart_max_lines,
-            );
-            if let Some(text) = carried.and_then(carried_cart_message) {
+            let logged_in = session
+                .log_in(
+                    SessionUser {
+                        id: user.id,
+                        name: user.username,
+                    },
+                    now_epoch(),
+                    epoch,
+                    settings.cart_max_lines,
+                )
+                .await?;
+            end_previous(&logged_in, &store, &settings).await?;
+            if let Some(text) = logged_in.carried.and_then(carried_cart_message) {
                 session.set_flash(Flash::info(text)).await?;
             }
             Ok(see_other(&next))
@@ -220,11 +224,29 @@ pub async fn login(
     }
 }
 
+/// A login made in another user's session ended that session. Server-side stores forgot it
+/// when the login took it over; on the cookie backend with `cookie_revocation` its id is
+/// revoked as a logout would, so a copy of the old cookie is worthless too.
+async fn end_previous(
+    logged_in: &LoggedIn,
+    store: &Store,
+    settings: &Settings,
+) -> Result<(), AppError> {
+    if let (Some((_, meta)), Some(revocation)) = (&logged_in.previous, store.revocation()) {
+        let absolute = secs(settings.absolute_timeout);
+        revocation
+            .revoke(&meta.sid, meta.issued_at.saturating_add(absolute))
+            .await?;
+    }
+    Ok(())
+}
+
 /// `POST /register`: creates the account and logs it in.
 pub async fn register(
     site: web::Data<Site>,
     db: web::Data<Db>,
     settings: web::Data<Settings>,
+    store: web::Data<Store>,
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -249,17 +271,20 @@ pub async fn register(
     };
     match accounts::register(&db, &username, password).await {
         Ok(user) => {
-            let carried = session.log_in(
-                SessionUser {
-                    id: user.id,
-                    name: user.username,
-                },
-                now_epoch(),
-                0,
-                settings.cart_max_lines,
-            );
+            let logged_in = session
+                .log_in(
+                    SessionUser {
+                        id: user.id,
+                        name: user.username,
+                    },
+                    now_epoch(),
+                    0,
+                    settings.cart_max_lines,
+                )
+                .await?;
+            end_previous(&logged_in, &store, &settings).await?;
             let mut welcome = format!("Welcome, {username}! Your account is ready.");
-            if let Some(text) = carried.and_then(carried_cart_message) {
+            if let Some(text) = logged_in.carried.and_then(carried_cart_message) {
                 welcome = format!("{welcome} {text}");
             }
             session.set_flash(Flash::info(welcome)).await?;

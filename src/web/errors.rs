@@ -18,7 +18,7 @@ use crate::{
         accounts::{AuthError, Busy, RegisterError},
         orders::CheckoutError,
     },
-    session::{MAX_COOKIE_BYTES, state::ChangeError},
+    session::{MAX_COOKIE_BYTES, guests::GuestRefusal, state::ChangeError},
 };
 
 /// Everything a handler can fail with; the status decides the page, the cause is only logged.
@@ -67,6 +67,11 @@ pub enum AppError {
         "Too many changes to your session arrived at the same moment. Nothing was changed by this one; please try again."
     )]
     Busy,
+    /// 503: the store holds as many guest sessions as `max_guest_sessions` allows.
+    #[error(
+        "This shop is holding as many guest carts as it can right now, so a new one could not be started. Nothing was changed. Log in (or create an account) to shop now, or try again in a minute."
+    )]
+    GuestsFull,
     /// 503: a store this request needs does not answer.
     #[error("{what} is unavailable")]
     Unavailable {
@@ -80,6 +85,8 @@ pub enum AppError {
 
 /// Seconds a client is asked to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u64 = 5;
+/// Seconds a new guest is asked to wait when the store holds all the guests it may.
+pub const GUESTS_FULL_RETRY_SECS: u64 = 60;
 
 /// The human message an error page shows, attached to error responses.
 #[derive(Debug, Clone)]
@@ -165,6 +172,23 @@ impl<E: Into<AppError>> From<ChangeError<E>> for AppError {
                 next: "/".to_owned(),
             },
             ChangeError::Busy => Self::Busy,
+            ChangeError::Moved => Self::Conflict(
+                "You logged in while this change was on its way, so it was not saved: your \
+                 session moved to a new one as you logged in. Nothing was changed by this \
+                 request; please try again."
+                    .to_owned(),
+            ),
+            ChangeError::GuestRefused(GuestRefusal::TooManyFromAddress { retry_after_secs }) => {
+                Self::TooManyRequests {
+                    message: format!(
+                        "Too many new carts were started from your network address in the \
+                         last minute. Please wait {retry_after_secs} seconds and try again. \
+                         If you have an account, you can log in and shop right away."
+                    ),
+                    retry_after_secs,
+                }
+            }
+            ChangeError::GuestRefused(GuestRefusal::StoreFull) => Self::GuestsFull,
             ChangeError::Store(err) => err.into(),
         }
     }
@@ -195,7 +219,9 @@ impl ResponseError for AppError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Busy | Self::GuestsFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -226,6 +252,9 @@ impl ResponseError for AppError {
             }
             Self::Unavailable { .. } => {
                 res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            }
+            Self::GuestsFull => {
+                res.insert_header((header::RETRY_AFTER, GUESTS_FULL_RETRY_SECS.to_string()));
             }
             Self::Busy => {
                 res.insert_header((header::RETRY_AFTER, "1"));

@@ -10,7 +10,7 @@ use std::{
 };
 
 use actix_web::{
-    FromRequest, HttpRequest,
+    FromRequest, HttpMessage as _, HttpRequest,
     body::MessageBody,
     dev::{Payload, ServiceRequest, ServiceResponse},
     http::{Method, header},
@@ -23,7 +23,10 @@ use sha2::{Digest, Sha256};
 use super::{client, errors::AppError};
 use crate::{
     config::Settings,
-    session::state::{SessionUser, TypedSession},
+    session::{
+        guests::ClientAddress,
+        state::{SessionUser, TypedSession},
+    },
 };
 
 /// Turns a failure of the session layer (the store did not answer) into a 503 page with
@@ -40,6 +43,22 @@ pub async fn session_store_unavailable(
         }
         .into()
     })
+}
+
+/// Puts the client's address, as the limits count it (trusted proxies included), into the
+/// request for the session layer: new guest sessions are limited per address.
+pub async fn note_client_address(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let trusted = req
+        .app_data::<web::Data<Settings>>()
+        .map(|s| s.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    if let Some(address) = client::address(req.request(), trusted) {
+        req.extensions_mut().insert(ClientAddress(address));
+    }
+    next.call(req).await
 }
 
 /// Whether an unsafe request comes from another site, the way Go's CrossOriginProtection
