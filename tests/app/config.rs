@@ -307,6 +307,8 @@ fn a_value_for_every_key(dir: &std::path::Path) -> Vec<(&'static str, String, St
         ("memory_max_sessions", given_and_shown("1001", "1001")),
         ("guest_idle_timeout_secs", given_and_shown("901", "901")),
         ("memory_max_guest_sessions", given_and_shown("2001", "2001")),
+        ("guest_sessions_per_minute", given_and_shown("31", "31")),
+        ("max_guest_sessions", given_and_shown("2002", "2002")),
         ("redis_key_prefix", given_and_shown("t:", "t:")),
         ("live_max_leases", given_and_shown("11", "11")),
         ("live_max_leases_per_user", given_and_shown("3", "3")),

@@ -59,6 +59,7 @@ async fn run_journeys(chromedriver: &Chromedriver, variant: Variant, artifacts: 
         backend: variant.backend(),
     };
     let journeys = async {
+        text_is_readable_where_a_visitor_logs_in(&b, &app).await;
         let products = browse_then_register_and_add_to_cart(&b, &app, &shopper).await;
         session_inspector_follows_the_cart(&b, &app, &shopper, &products).await;
         a_form_from_another_origin_is_refused(&b, &app, &products).await;
@@ -89,6 +90,58 @@ impl Shopper {
     /// Whether the server keeps the state (so the inspector's server bytes move with the cart).
     fn stateful(&self) -> bool {
         self.backend.promises().state_on_server
+    }
+}
+
+/// WCAG 2 contrast of every text element on the page against the background it is drawn on
+/// (the first opaque background up its ancestors), the way axe-core's `color-contrast` rule
+/// measures it: 4.5:1 for normal text, 3:1 for large (24px, or 18.66px bold). Returns the
+/// elements below it. Elements over a background image are not judged.
+const LOW_CONTRAST_JS: &str = r#"
+const lin = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+const lum = ([r, g, b]) => 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+const rgba = s => (s.match(/[\d.]+/g) || []).map(Number);
+const failures = [];
+for (const el of document.querySelectorAll('body *')) {
+  const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  const rect = el.getBoundingClientRect();
+  if (!own || rect.width === 0 || rect.height === 0) continue;
+  const style = getComputedStyle(el);
+  if (style.visibility === 'hidden' || Number(style.opacity) === 0) continue;
+  let bg = null, image = false;
+  for (let n = el; n; n = n.parentElement) {
+    const s = getComputedStyle(n);
+    if (s.backgroundImage !== 'none') { image = true; break; }
+    const c = rgba(s.backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] === 1)) { bg = c.slice(0, 3); break; }
+  }
+  if (image) continue;
+  bg = bg || [255, 255, 255];
+  const fg = rgba(style.color).slice(0, 3);
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  const ratio = (a + 0.05) / (b + 0.05);
+  const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+  const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+  if (ratio < needed) failures.push(`${el.tagName.toLowerCase()} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}:1`);
+}
+return failures;
+"#;
+
+/// Journey 0: the login and register pages, as an anonymous visitor sees them, have no text
+/// below the WCAG AA contrast (the register button in the header once had 3.2:1).
+async fn text_is_readable_where_a_visitor_logs_in(b: &Browser, app: &TestApp) {
+    for path in ["/login", "/register"] {
+        b.step(&format!("j0-contrast{}", path.replace('/', "-")), async {
+            b.goto(&app.url(path)).await?;
+            let failures = b
+                .driver
+                .execute(LOW_CONTRAST_JS, Vec::new())
+                .await?
+                .convert::<Vec<String>>()?;
+            ensure!(failures.is_empty(), "low contrast on {path}: {failures:?}");
+            anyhow::Ok(())
+        })
+        .await;
     }
 }
 
