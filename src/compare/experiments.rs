@@ -241,6 +241,10 @@ pub async fn parallel_writes(
 pub const GUEST_LINES: usize = 3;
 /// Guests looked at again after the restart.
 const GUEST_SAMPLE: usize = 20;
+/// New guests one address tries to start in the guests experiment's flood.
+pub const GUEST_FLOOD: usize = 100;
+/// The per-address guest limit the flood meets (the setting's default).
+const GUEST_FLOOD_LIMIT: &str = "30";
 
 /// 9: `count` anonymous visitors each put [`GUEST_LINES`] products in a cart (no account).
 /// What do they cost the browser and the server, and what does a restart leave of them?
@@ -292,6 +296,7 @@ pub async fn guests(binary: &Path, sandbox: &Sandbox, count: usize) -> anyhow::R
         }
     }
     again.stop(Signal::Term).await?;
+    let flood_refused = guest_flood(binary, sandbox, ids[0]).await?;
     let cookie_bytes = cookies
         .iter()
         .map(|c| crate::session::COOKIE_NAME.len() + 1 + c.len())
@@ -305,7 +310,27 @@ pub async fn guests(binary: &Path, sandbox: &Sandbox, count: usize) -> anyhow::R
         rss_growth_bytes: rss_growth,
         sampled_after_restart: sample.len(),
         kept_after_restart: kept,
+        flood_sent: GUEST_FLOOD,
+        flood_refused,
     })
+}
+
+/// [`GUEST_FLOOD`] anonymous adds from one address, none keeping its cookie, against an
+/// instance with the default guest limit: how many were refused (429). A backend that keeps
+/// no server state has nothing to bound and refuses none.
+async fn guest_flood(binary: &Path, sandbox: &Sandbox, product: i64) -> anyhow::Result<usize> {
+    let limit = [("guest_sessions_per_minute", GUEST_FLOOD_LIMIT.to_owned())];
+    let flooded = sandbox.start(binary, "flooded", &limit).await?;
+    let mut refused = 0;
+    for n in 0..GUEST_FLOOD {
+        match Browser::new()?.add(&flooded, product, 1).await? {
+            StatusCode::SEE_OTHER => {}
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => anyhow::bail!("flood guest {n}: POST /cart/add answered {other}"),
+        }
+    }
+    flooded.stop(Signal::Term).await?;
+    Ok(refused)
 }
 
 async fn measure(

@@ -508,6 +508,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
             "server bytes each",
             "server RSS growth",
             "carts after a restart",
+            "one address's flood refused",
         ]),
         report,
         |b| {
@@ -518,6 +519,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
                     g.server_bytes_each.to_string(),
                     super::table::measured_bytes(g.rss_growth_bytes),
                     format!("{} of {}", g.kept_after_restart, g.sampled_after_restart),
+                    format!("{} of {}", g.flood_refused, g.flood_sent),
                 ]]
             })
         },

@@ -372,14 +372,16 @@ impl Said for report::Guests {
     fn said(&self) -> String {
         format!(
             "{} guests with {} lines: cookie {} B, server {} B each, RSS +{}; \
-             {} of {} carts after a restart",
+             {} of {} carts after a restart; {} of {} new guests from one address refused",
             self.guests,
             self.lines_each,
             self.cookie_bytes,
             self.server_bytes_each,
             table::measured_bytes(self.rss_growth_bytes),
             self.kept_after_restart,
-            self.sampled_after_restart
+            self.sampled_after_restart,
+            self.flood_refused,
+            self.flood_sent
         )
     }
 }

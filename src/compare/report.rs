@@ -103,6 +103,12 @@ pub struct Guests {
     pub sampled_after_restart: usize,
     /// Of those, the ones whose cart was still there.
     pub kept_after_restart: usize,
+    /// New guests one address then tried to start within a minute (none keeping a cookie).
+    #[serde(default)]
+    pub flood_sent: usize,
+    /// Of those, the ones refused with 429 by `guest_sessions_per_minute` (30).
+    #[serde(default)]
+    pub flood_refused: usize,
 }
 
 /// A report written before an experiment existed has no result for it.

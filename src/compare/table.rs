@@ -164,13 +164,17 @@ impl BackendReport {
                     "partly kept"
                 };
                 let text = format!(
-                    "{} each: cookie {}, server {}; restart: {restart}",
+                    "{} each: cookie {}, server {}; restart: {restart}; flood: {} of {} refused",
                     g.guests,
                     bytes(g.cookie_bytes),
-                    bytes(g.server_bytes_each)
+                    bytes(g.server_bytes_each),
+                    g.flood_refused,
+                    g.flood_sent
                 );
                 let all_kept = g.kept_after_restart == g.sampled_after_restart;
-                Cell::judged(text, all_kept == expected.restart)
+                // A backend that keeps guest state must bound it; the cookie one has none.
+                let bounded = (g.flood_refused > 0) == (g.server_bytes_each > 0);
+                Cell::judged(text, all_kept == expected.restart && bounded)
             }),
             footprint,
             speed,

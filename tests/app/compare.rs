@@ -257,6 +257,13 @@ fn guests_cost_the_server_only_where_it_keeps_state_and_last_as_the_backend_prom
         );
         let all_kept = g.kept_after_restart == g.sampled_after_restart;
         assert_eq!(all_kept, b.promises().survives_restart, "{b}: {g:?}");
+        assert_eq!(g.flood_sent, 100, "{b}");
+        if b.promises().state_on_server {
+            // 30 at once, then one per two seconds: most of a quick flood is refused.
+            assert!(g.flood_refused >= 50, "{b} bounds new guests: {g:?}");
+        } else {
+            assert_eq!(g.flood_refused, 0, "{b} has no guest state to bound: {g:?}");
+        }
     }
     let html = std::fs::read_to_string(run().out.join("report.html")).expect("report.html");
     assert!(html.contains(r#"data-test="guests""#));

@@ -133,6 +133,42 @@ async fn guessing_throttles_the_guesser_not_the_owner(variant: Variant) {
     shop.assert_unharmed("throttling", &before).await;
 }
 
+/// New guest sessions are limited per address, and forging `X-Forwarded-For` from an
+/// untrusted peer buys no fresh address: the flood gets 429 while the victim, logged in from
+/// the same address, keeps shopping.
+async fn a_guest_flood_with_forged_forwarded_for_meets_the_guest_limit(variant: Variant) {
+    let shop = shop_with(variant, |s| s.guest_sessions_per_minute = 5).await;
+    let before = shop.world().await;
+    let mut limited = 0;
+    for i in 0..20 {
+        let res = common::client()
+            .post(shop.app.url("/cart/add"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .form(&[("product_id", "3"), ("quantity", "1")])
+            .send()
+            .await
+            .expect("POST /cart/add");
+        match res.status() {
+            StatusCode::SEE_OTHER => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(res.headers().contains_key("retry-after"));
+                limited += 1;
+            }
+            other => panic!("guest add {i} answered {other}"),
+        }
+    }
+    assert!(limited >= 15, "{limited} of 20 forged guests limited");
+    shop.assert_unharmed("guest flood", &before).await;
+    let res = shop.app.add_to_cart(3, 1).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the victim still shops"
+    );
+}
+
+for_backends!(a_guest_flood_with_forged_forwarded_for_meets_the_guest_limit => memory, sqlite, postgres, redis);
+
 for_each_backend!(
     bursts_meet_the_login_limit_on_every_spelling_of_the_path,
     parallel_logins_never_fail_with_a_server_error,
