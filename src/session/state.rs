@@ -357,6 +357,24 @@ impl TypedSession {
         })
     }
 
+    /// A login made in another user's session ended that session. Server-side stores forgot
+    /// it when the login took it over; on the cookie backend with `cookie_revocation` its id
+    /// is revoked as a logout would (until `absolute` seconds after it was issued), so a copy
+    /// of the old cookie is worthless too.
+    pub async fn revoke_previous(
+        &self,
+        logged_in: &LoggedIn,
+        absolute: i64,
+    ) -> Result<(), StoreError> {
+        let revocation = self.store.as_deref().and_then(|store| store.revocation());
+        if let (Some((_, meta)), Some(revocation)) = (&logged_in.previous, revocation) {
+            revocation
+                .revoke(&meta.sid, meta.issued_at.saturating_add(absolute))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Turns the record under `loaded.k` into a [`MOVED`] marker by compare-and-set and
     /// returns the state it held just before (empty when it was gone or already moved).
     async fn take_over(

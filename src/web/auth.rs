@@ -25,7 +25,7 @@ use crate::{
     },
     session::{
         Store,
-        state::{Flash, LoggedIn, SessionUser, TypedSession},
+        state::{Flash, SessionUser, TypedSession},
     },
 };
 
@@ -171,7 +171,6 @@ pub async fn login(
     db: web::Data<Db>,
     settings: web::Data<Settings>,
     limits: web::Data<LoginLimits>,
-    store: web::Data<Store>,
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -201,7 +200,9 @@ pub async fn login(
                     settings.cart_max_lines,
                 )
                 .await?;
-            end_previous(&logged_in, &store, &settings).await?;
+            session
+                .revoke_previous(&logged_in, secs(settings.absolute_timeout))
+                .await?;
             if let Some(text) = logged_in.carried.and_then(carried_cart_message) {
                 session.set_flash(Flash::info(text)).await?;
             }
@@ -224,29 +225,11 @@ pub async fn login(
     }
 }
 
-/// A login made in another user's session ended that session. Server-side stores forgot it
-/// when the login took it over; on the cookie backend with `cookie_revocation` its id is
-/// revoked as a logout would, so a copy of the old cookie is worthless too.
-async fn end_previous(
-    logged_in: &LoggedIn,
-    store: &Store,
-    settings: &Settings,
-) -> Result<(), AppError> {
-    if let (Some((_, meta)), Some(revocation)) = (&logged_in.previous, store.revocation()) {
-        let absolute = secs(settings.absolute_timeout);
-        revocation
-            .revoke(&meta.sid, meta.issued_at.saturating_add(absolute))
-            .await?;
-    }
-    Ok(())
-}
-
 /// `POST /register`: creates the account and logs it in.
 pub async fn register(
     site: web::Data<Site>,
     db: web::Data<Db>,
     settings: web::Data<Settings>,
-    store: web::Data<Store>,
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -282,7 +265,9 @@ pub async fn register(
                     settings.cart_max_lines,
                 )
                 .await?;
-            end_previous(&logged_in, &store, &settings).await?;
+            session
+                .revoke_previous(&logged_in, secs(settings.absolute_timeout))
+                .await?;
             let mut welcome = format!("Welcome, {username}! Your account is ready.");
             if let Some(text) = logged_in.carried.and_then(carried_cart_message) {
                 welcome = format!("{welcome} {text}");
