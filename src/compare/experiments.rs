@@ -377,7 +377,7 @@ async fn stocked_products(
 /// Gives the sandbox's database a catalog of at least `products` products before the app first
 /// starts on it: migrations and the usual seed first (as the app would), then plain filler;
 /// with `stock`, every product gets at least that many units. One connection, one transaction.
-async fn prepare_catalog(
+pub(super) async fn prepare_catalog(
     database_url: &str,
     products: usize,
     stock: Option<i64>,

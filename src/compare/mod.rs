@@ -4,6 +4,7 @@
 //! self-contained `report.html`.
 
 mod experiments;
+mod fleet;
 mod html;
 mod load;
 pub mod report;
@@ -257,6 +258,11 @@ impl Runner {
                 experiments::guests(bin, sb, guest_count).await
             })
             .await;
+        let fleet = self
+            .step(target, "fleet", async |sb| {
+                fleet::experiment(bin, sb, backend).await
+            })
+            .await;
         let footprint = self
             .step(target, "footprint", async |sb| {
                 experiments::footprint(bin, sb, max).await
@@ -285,6 +291,7 @@ impl Runner {
             speed,
             parallel_writes,
             guests,
+            fleet,
         }
     }
 
@@ -383,6 +390,29 @@ impl Said for report::Guests {
             self.flood_refused,
             self.flood_sent
         )
+    }
+}
+
+impl Said for report::Fleet {
+    fn said(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} ({}): {} requests, {} 5xx, {} unanswered, {} logged out, {} adds lost, \
+                     well again after {:.1} s",
+                    p.part,
+                    p.routing.as_str(),
+                    p.requests,
+                    p.server_errors,
+                    p.unanswered,
+                    p.shoppers_logged_out,
+                    p.adds_lost,
+                    p.recovered_after_secs
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 

@@ -83,6 +83,81 @@ pub struct BackendReport {
     /// 9. Anonymous carts: what guests cost and what a restart leaves of them.
     #[serde(default = "not_run")]
     pub guests: Outcome<Guests>,
+    /// 10. A fleet of instances behind a balancer through an instance loss and a rolling
+    /// restart: what the shoppers lose.
+    #[serde(default = "not_run")]
+    pub fleet: Outcome<Fleet>,
+}
+
+/// How the fleet's balancer picks an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Routing {
+    /// The next instance for every request (no sticky sessions).
+    RoundRobin,
+    /// Each shopper's own instance while it is healthy (affinity).
+    Sticky,
+}
+
+impl Routing {
+    /// The report's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round-robin",
+            Self::Sticky => "sticky",
+        }
+    }
+}
+
+/// The fleet experiment: one entry per part and routing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    /// `instance lost` and `rolling restart`, round-robin (and sticky on memory).
+    pub parts: Vec<FleetPart>,
+}
+
+/// What the shoppers of one fleet part saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetPart {
+    /// `instance lost`, `rolling restart`.
+    pub part: String,
+    /// How the balancer routed.
+    pub routing: Routing,
+    /// Instances behind the balancer.
+    pub instances: usize,
+    /// Scripted shoppers.
+    pub shoppers: usize,
+    /// Requests sent.
+    pub requests: u64,
+    /// Answered 5xx.
+    pub server_errors: u64,
+    /// Sent and never answered (or no instance would take them).
+    pub unanswered: u64,
+    /// Times a shopper found itself logged out.
+    pub logouts: u64,
+    /// Shoppers logged out at least once.
+    pub shoppers_logged_out: usize,
+    /// Acknowledged adds missing from the cart afterwards.
+    pub adds_lost: u64,
+    /// Seconds into the part when the disruption began.
+    pub disrupted_at_secs: f64,
+    /// Seconds the disruption took (kill and start again, or the whole rolling restart).
+    pub disruption_secs: f64,
+    /// Seconds from the disruption's start to the last failure seen (0: none).
+    pub recovered_after_secs: f64,
+    /// Requests answered well and not, per quarter second.
+    pub timeline: Vec<FleetBucket>,
+}
+
+/// A quarter second of a fleet part.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FleetBucket {
+    /// Start of the bucket, seconds into the part.
+    pub at_secs: f64,
+    /// Requests answered below 500.
+    pub ok: u32,
+    /// 5xx, unanswered, logouts and losses seen.
+    pub failed: u32,
 }
 
 /// Guests: anonymous visitors who each fill a small cart.
@@ -342,6 +417,7 @@ impl BackendReport {
             speed: Outcome::Skipped(reason.clone()),
             parallel_writes: Outcome::Skipped(reason.clone()),
             guests: Outcome::Skipped(reason.clone()),
+            fleet: Outcome::Skipped(reason.clone()),
             skipped: Some(reason),
         }
     }
@@ -370,6 +446,7 @@ impl BackendReport {
             ("speed", why(&self.speed)),
             ("parallel writes", why(&self.parallel_writes)),
             ("guests", why(&self.guests)),
+            ("fleet", why(&self.fleet)),
         ]
         .into_iter()
         .filter_map(|(name, why)| Some((name, why?)))

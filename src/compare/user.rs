@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::{sandbox::Instance, session::COOKIE_NAME};
 
 /// The password every scripted account uses.
-const PASSWORD: &str = "compare: correct horse battery";
+pub(super) const PASSWORD: &str = "compare: correct horse battery";
 /// A request that takes longer is a failure, so no step can hang a run.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -205,7 +205,7 @@ impl Browser {
     }
 }
 
-fn base_client() -> reqwest::ClientBuilder {
+pub(super) fn base_client() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(REQUEST_TIMEOUT)
