@@ -10,6 +10,7 @@ mod common;
 mod cart;
 mod compare;
 mod config;
+mod drain;
 mod hostile;
 mod instances;
 mod live;

@@ -1,6 +1,7 @@
 //! Test helpers: spawn the app in-process on port 0 with a fresh data dir, per session backend.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod process;
 pub mod proxy;
 pub mod services;
