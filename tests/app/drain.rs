@@ -29,6 +29,62 @@ const WATCH_EVERY: Duration = Duration::from_millis(20);
 /// Upper bound of any wait or loop in these tests.
 const BOUND: Duration = Duration::from_secs(120);
 
+async fn while_draining_healthz_says_so_and_every_response_closes_its_connection(variant: Variant) {
+    let app = common::spawn_app(variant).await;
+    app.register("nell").await;
+    let res = app.get("/cart").await;
+    assert!(
+        !closes(&res),
+        "{variant:?}: connections are kept alive before the drain"
+    );
+
+    assert!(app.begin_drain(), "{variant:?}: the drain begins once");
+    assert!(!app.begin_drain(), "{variant:?}: and only once");
+    let res = app.get("/healthz").await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{variant:?}: healthz"
+    );
+    assert!(
+        res.headers().contains_key("retry-after"),
+        "{variant:?}: healthz"
+    );
+    assert!(closes(&res), "{variant:?}: healthz closes");
+    let health: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(health["status"], "draining", "{variant:?}");
+    // Still serving, every kind of answer, each closing its connection.
+    for (path, status) in [
+        ("/", StatusCode::OK),
+        ("/products.json", StatusCode::OK),
+        ("/cart", StatusCode::OK),
+        ("/session.json", StatusCode::OK),
+        ("/no-such-page", StatusCode::NOT_FOUND),
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), status, "{variant:?}: {path} while draining");
+        assert!(closes(&res), "{variant:?}: {path} closes its connection");
+    }
+    let res = app.add_to_cart(3, 1).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "{variant:?}: an add while draining"
+    );
+    assert!(closes(&res), "{variant:?}: the add closes its connection");
+    assert_eq!(
+        app.cart_of(&app.client).await,
+        [(3, 1)],
+        "{variant:?}: and is kept"
+    );
+    assert!(
+        app.is_logged_in(&app.client).await,
+        "{variant:?}: still logged in"
+    );
+}
+
+for_each_backend!(while_draining_healthz_says_so_and_every_response_closes_its_connection);
+
 /// What one request of a stream got.
 #[derive(Debug)]
 struct Outcome {

@@ -218,6 +218,11 @@ impl TestApp {
         cookie_in(&self.jar, &self.address)
     }
 
+    /// Begins the drain a SIGTERM begins (the app goes on serving until stopped).
+    pub fn begin_drain(&self) -> bool {
+        self.handle.begin_drain()
+    }
+
     /// Stops the server gracefully and waits for it, keeping the data dir.
     pub async fn stop(mut self) -> (Settings, DataDir) {
         self.handle.stop(true).await;
