@@ -420,7 +420,7 @@ fn session_of(body: &str) -> (Option<String>, BTreeMap<i64, u64>) {
 /// says `Connection: close`; the other half open one per request, so the balancer spreads each
 /// request (as nginx does over its own upstream connections).
 fn shopper_client(n: usize) -> reqwest::Client {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         client()
     } else {
         common::client_builder()
@@ -597,7 +597,7 @@ async fn a_rolling_restart_behind_a_balancer_drops_nothing(variant: Variant) {
             .expect("a shopper ends");
     }
 
-    let tally = shared_tally.with(|t| std::mem::take(t));
+    let tally = shared_tally.with(std::mem::take);
     let seen = format!(
         "{variant:?}: {} requests, {} rounds; the balancer skipped {} connections past a \
          refusing instance and closed {} with no healthy instance; {tally:?}",
