@@ -15,16 +15,21 @@ pub mod web;
 pub use config::Settings;
 pub use startup::Application;
 
+use anyhow::Context as _;
+
 /// Builds the app from `settings` and serves until SIGINT/SIGTERM: first drains for
 /// `shutdown_drain_secs` (see [`lifecycle`]), then stops accepting, finishes what is in flight
 /// and closes the pools. A second signal during the drain ends the drain at once.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(config = %settings, "starting statecart");
+    // Listening for the signals starts before the server does: a SIGTERM that arrives right
+    // after the "listening on" line must drain, not kill the process the default way.
+    let mut signals = StopSignals::listen()?;
     let drain = settings.shutdown_drain;
     let app = Application::build(settings).await?;
     let stopper = app.handle();
     tokio::spawn(async move {
-        stop_signal().await;
+        signals.next().await;
         if !drain.is_zero() && stopper.begin_drain() {
             tracing::info!(
                 drain_secs = drain.as_secs(),
@@ -34,7 +39,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             );
             tokio::select! {
                 () = tokio::time::sleep(drain) => {}
-                () = stop_signal() => tracing::info!("second signal: ending the drain now"),
+                () = signals.next() => tracing::info!("second signal: ending the drain now"),
             }
         }
         tracing::info!(
@@ -46,18 +51,26 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first SIGINT or SIGTERM from now on.
-async fn stop_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, listened for from creation on (so none is missed between two waits).
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -307,6 +307,42 @@ async fn sigterm_drains_first_and_answers_every_request_sent(variant: Variant) {
 
 for_each_backend!(sigterm_drains_first_and_answers_every_request_sent);
 
+/// An operator who does not want to wait signals again: the drain ends at once. The drain
+/// asked for here is ten minutes, far beyond how long a stop is awaited, so only the second
+/// signal can make the process exit in time.
+#[tokio::test]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let (settings, _data) = prepare(Variant::Sqlite).await;
+    let mut env = shared(&settings, "impatient");
+    env.push(("shutdown_drain_secs", "600".to_owned()));
+    let mut instance = Instance::start(&env).await;
+    instance.terminate();
+    let checker = common::client_builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let mut draining = false;
+    for _ in 0..200 {
+        let res = checker.get(instance.url("/healthz")).send().await;
+        if res.is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE) {
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+    assert!(draining, "the first SIGTERM began the drain");
+    instance.terminate();
+    let status = instance.exit_status().await;
+    assert!(status.success(), "exit code 0, got {status}");
+    assert!(
+        instance
+            .log()
+            .iter()
+            .any(|line| line.contains("second signal: ending the drain now")),
+        "the log says why the drain was short"
+    );
+}
+
 // The rolling restart behind a balancer.
 
 /// Instances behind the balancer.
