@@ -25,6 +25,7 @@ use crate::{
     db::Db,
     domain::{accounts, catalog, secs, snapshot::Catalog},
     leases::LiveHub,
+    lifecycle::{self, Lifecycle},
     session::{self, Store, guests::GuestGate},
     web::{
         Site, account, admin, auth, body, cart, errors,
@@ -43,6 +44,9 @@ const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(6
 /// Largest form body accepted; larger ones get 413 and change nothing.
 pub const FORM_LIMIT_BYTES: usize = 16 * 1024;
 
+/// How often a starting instance whose database or session store did not answer asks again.
+const READY_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A bound, not yet running server. Used by `main` and by every test.
 pub struct Application {
     port: u16,
@@ -51,6 +55,7 @@ pub struct Application {
     /// Session housekeeping and the catalog watcher of live leases; stopped with the server.
     background: Vec<tokio::task::JoinHandle<()>>,
     hub: Arc<LiveHub>,
+    lifecycle: Lifecycle,
 }
 
 /// Stops a running [`Application`]: ends every live lease (their streams close with
@@ -59,9 +64,16 @@ pub struct Application {
 pub struct Stopper {
     server: ServerHandle,
     hub: Arc<LiveHub>,
+    lifecycle: Lifecycle,
 }
 
 impl Stopper {
+    /// Begins the drain: `/healthz` answers 503 `draining` and every response closes its
+    /// connection, while the server goes on serving. `false` when already draining.
+    pub fn begin_drain(&self) -> bool {
+        self.lifecycle.begin_drain()
+    }
+
     /// Stops the server; `graceful` lets in-flight requests finish first.
     pub async fn stop(&self, graceful: bool) {
         self.hub.end_all();
@@ -112,10 +124,29 @@ impl Application {
         let catalog = Catalog::load(db.clone())
             .await
             .context("reading the catalog")?;
-        let background = vec![
+        // The catalog snapshot is loaded; the store may still be making its first connection
+        // (Redis connects lazily). Make it now, before listening, so the first `/healthz` 200
+        // means the first request is served without a 503; when it cannot, start anyway and
+        // say "starting" until it can.
+        let lifecycle = Lifecycle::default();
+        let mut background = vec![
             spawn_housekeeping(store.clone(), limits.clone(), guests.clone()),
             tokio::spawn(Arc::clone(&hub).watch(db.clone(), Arc::clone(&catalog))),
         ];
+        if answers(&db, &store).await {
+            lifecycle.mark_ready();
+            tracing::info!("ready: the database, the session store and the catalog answer");
+        } else {
+            tracing::warn!(
+                "starting: the database or the session store does not answer yet; /healthz \
+                 answers 503 until both do"
+            );
+            background.push(spawn_readiness(
+                db.clone(),
+                store.clone(),
+                lifecycle.clone(),
+            ));
+        }
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -141,6 +172,7 @@ impl Application {
         let keys_data = web::Data::new(keys);
         let catalog_data = web::Data::new(catalog);
         let public_pages = web::Data::new(PublicPages::default());
+        let lifecycle_data = web::Data::new(lifecycle.clone());
         let instance = settings.instance.clone();
 
         let server = HttpServer::new(move || {
@@ -160,16 +192,19 @@ impl Application {
                 .app_data(keys_data.clone())
                 .app_data(catalog_data.clone())
                 .app_data(public_pages.clone())
+                .app_data(lifecycle_data.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
                 .wrap(from_fn(body::time_out_slow_bodies))
                 .wrap(from_fn(errors::render_error_pages))
                 .wrap(default_headers(&instance))
                 .wrap(from_fn(log_request))
+                .wrap(from_fn(lifecycle::close_while_draining))
                 .configure(|cfg| routes(cfg, sessions))
         })
         .listen(listener)?
-        // Signals are handled by `lib::run`, which ends live leases before stopping: an open
-        // event stream would otherwise hold a graceful shutdown for its whole timeout.
+        // Signals are handled by `lib::run`, which drains first (see `lifecycle`) and ends live
+        // leases before stopping: an open event stream would otherwise hold a graceful
+        // shutdown for its whole timeout.
         .disable_signals()
         .run();
 
@@ -179,6 +214,7 @@ impl Application {
             db,
             background,
             hub,
+            lifecycle,
         })
     }
 
@@ -192,17 +228,19 @@ impl Application {
         Stopper {
             server: self.server.handle(),
             hub: Arc::clone(&self.hub),
+            lifecycle: self.lifecycle.clone(),
         }
     }
 
     /// Serves until stopped (SIGINT/SIGTERM or the handle), then closes the database pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        tracing::info!("requests finished; closing the database pool");
         for task in &self.background {
             task.abort();
         }
         self.db.close().await;
-        tracing::info!("stopped");
+        tracing::info!("stopped; exiting");
         result
     }
 }
@@ -234,6 +272,28 @@ fn default_headers(instance: &str) -> DefaultHeaders {
         DefaultHeaders::new().add(("X-Statecart-Instance", instance.to_owned())),
         |headers, &(name, value)| headers.add((name, value)),
     )
+}
+
+/// Whether the database and the session store both answer now.
+async fn answers(db: &Db, store: &Store) -> bool {
+    let (database, sessions) = futures_util::future::join(db.ping(), store.ping()).await;
+    database && sessions
+}
+
+/// Asks the database and the session store again until both answer, then marks the instance
+/// ready (a drain begun meanwhile stays a drain).
+fn spawn_readiness(db: Db, store: Store, lifecycle: Lifecycle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(READY_RETRY_EVERY).await;
+            if answers(&db, &store).await {
+                if lifecycle.mark_ready() {
+                    tracing::info!("ready: the database, the session store and the catalog answer");
+                }
+                return;
+            }
+        }
+    })
 }
 
 fn spawn_housekeeping(

@@ -242,6 +242,9 @@ settings! {
     admin_reauth_secs => admin_reauth_after: Secs<0, DAY> = secs(300),
         "`300`",
         "Price and stock changes ask for the password again this long after login; 0 always asks";
+    shutdown_drain_secs => shutdown_drain: Secs<0, 600> = secs(5),
+        "`5`",
+        "On SIGTERM or SIGINT: how long /healthz answers 503 while the server goes on serving, every response closing its connection, before it stops accepting; 0 stops at once";
 }
 
 fn secs(n: u64) -> std::time::Duration {

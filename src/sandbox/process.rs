@@ -2,9 +2,11 @@
 //! address it logs, stopped by a signal, killed when dropped.
 
 use std::{
+    collections::VecDeque,
     io::{BufRead as _, BufReader},
     path::Path,
     process::{Child, ChildStderr, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -19,14 +21,18 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 const POLL_EVERY: Duration = Duration::from_millis(25);
 /// Log lines quoted when a child ends before it listens.
 const TAIL_LINES: usize = 5;
+/// Log lines kept for [`Instance::log`]: the last ones, where a stop writes its steps.
+const KEPT_LINES: usize = 2000;
 
-/// What every instance runs with unless `settings` say otherwise: a free port on loopback, and
-/// no login or guest rate limit (scripted clients log in and start carts many times a minute
-/// from one address).
-const BASE_SETTINGS: [(&str, &str); 3] = [
+/// What every instance runs with unless `settings` say otherwise: a free port on loopback, no
+/// login or guest rate limit (scripted clients log in and start carts many times a minute from
+/// one address), and no drain on SIGTERM (nothing balances these instances unless a caller
+/// says so, and a drain would only make each stop slower).
+const BASE_SETTINGS: [(&str, &str); 4] = [
     ("listen", "127.0.0.1:0"),
     ("login_rate_limit_per_minute", "0"),
     ("guest_sessions_per_minute", "0"),
+    ("shutdown_drain_secs", "0"),
 ];
 
 /// `binary`, ready for arguments, with no `STATECART_*` inherited from this process (only what
@@ -71,6 +77,8 @@ impl std::fmt::Display for Signal {
 pub struct Instance {
     child: Child,
     base: String,
+    /// The last [`KEPT_LINES`] lines of its log.
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Instance {
@@ -98,11 +106,13 @@ impl Instance {
             .with_context(|| format!("starting {} serve", binary.display()))?;
         let stderr = child.stderr.take().context("the child's stderr")?;
         // From here on a failure drops `instance`, which kills the child.
+        let log = Arc::default();
         let mut instance = Self {
             child,
             base: String::new(),
+            log: Arc::clone(&log),
         };
-        let address = read_log(stderr);
+        let address = read_log(stderr, log);
         instance.base = match tokio::time::timeout(START_TIMEOUT, address).await {
             Ok(Ok(Ok(address))) => address,
             Ok(Ok(Err(tail))) => {
@@ -149,8 +159,23 @@ impl Instance {
         rss_bytes_of(&self.child.id().to_string())
     }
 
-    /// Sends `signal` and waits (bounded) for the process to end.
-    pub async fn stop(mut self, signal: Signal) -> anyhow::Result<()> {
+    /// The last lines of its log so far (at most [`KEPT_LINES`]).
+    pub fn log(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.iter().cloned().collect()
+    }
+
+    /// Sends `signal` and waits (bounded) for the process to end; its exit status.
+    pub async fn stop(mut self, signal: Signal) -> anyhow::Result<ExitStatus> {
+        self.signal(signal)?;
+        self.wait_for_exit()
+            .await
+            .with_context(|| format!("after {signal}"))
+    }
+
+    /// Sends `signal` and returns at once: what the process does next is for the caller to
+    /// watch, then [`Instance::wait_for_exit`].
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .arg(format!("-{}", signal.name()))
             .arg(self.child.id().to_string())
@@ -159,14 +184,11 @@ impl Instance {
         if !status.success() {
             bail!("kill -{} {} failed", signal.name(), self.child.id());
         }
-        self.wait_for_exit()
-            .await
-            .with_context(|| format!("after {signal}"))?;
         Ok(())
     }
 
-    /// Waits up to [`STOP_TIMEOUT`] for the process to end.
-    async fn wait_for_exit(&mut self) -> anyhow::Result<ExitStatus> {
+    /// Waits up to [`STOP_TIMEOUT`] for the process to end; its exit status.
+    pub async fn wait_for_exit(&mut self) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().context("waiting for the child")? {
@@ -192,19 +214,30 @@ impl Drop for Instance {
     }
 }
 
-/// Reads the child's log on a thread of its own until the child closes it. The answer is the
-/// address of the first "listening on" line, or, when the log ends without one, its last lines.
-fn read_log(stderr: ChildStderr) -> oneshot::Receiver<Result<String, String>> {
+/// Reads the child's log on a thread of its own until the child closes it, keeping its last
+/// lines in `kept`. The answer is the address of the first "listening on" line, or, when the
+/// log ends without one, its last lines.
+fn read_log(
+    stderr: ChildStderr,
+    kept: Arc<Mutex<VecDeque<String>>>,
+) -> oneshot::Receiver<Result<String, String>> {
     let (tx, rx) = oneshot::channel();
     std::thread::spawn(move || {
         let mut answer = Some(tx);
-        let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
+        let mut tail = VecDeque::with_capacity(TAIL_LINES);
         // Split on bytes, not `lines()`: a line that is not UTF-8 must not stop the reading.
         for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
-            if answer.is_none() {
-                continue; // Answered already: only drain.
-            }
             let line = String::from_utf8_lossy(&line);
+            {
+                let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+                if kept.len() == KEPT_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line.clone().into_owned());
+            }
+            if answer.is_none() {
+                continue; // Answered already: only keep.
+            }
             if let Some(address) = listening_address(&line) {
                 if let Some(answer) = answer.take() {
                     let _ = answer.send(Ok(address));

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use statecart::Settings;
 
 /// The settings two instances share, as `STATECART_*` values.
-fn shared(settings: &Settings, instance: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn shared(settings: &Settings, instance: &str) -> Vec<(&'static str, String)> {
     vec![
         ("data_dir", settings.data_dir.display().to_string()),
         ("database_url", settings.database_url.as_str().to_owned()),

@@ -10,6 +10,7 @@ mod common;
 mod cart;
 mod compare;
 mod config;
+mod drain;
 mod edges;
 mod hostile;
 mod instances;

@@ -172,6 +172,15 @@ const POSTGRES: UrlSetting = UrlSetting {
 /// An app of `variant` that reaches its service through a proxy the test can close: the
 /// service's URL is pointed at the proxy, which forwards to the service's address.
 async fn behind_a_proxy(variant: Variant, setting: &UrlSetting) -> (common::TestApp, Proxy) {
+    let (settings, data, proxy) = settings_behind_a_proxy(variant, setting).await;
+    (common::start(settings, data).await, proxy)
+}
+
+/// Settings of `variant` whose service is reached through a proxy, not started yet.
+async fn settings_behind_a_proxy(
+    variant: Variant,
+    setting: &UrlSetting,
+) -> (Settings, common::DataDir, Proxy) {
     let (mut settings, data) = common::prepare(variant).await;
     let url = &(setting.get)(&settings);
     let host_start = url.find("://").expect("scheme://") + 3;
@@ -199,7 +208,33 @@ async fn behind_a_proxy(variant: Variant, setting: &UrlSetting) -> (common::Test
         &url[authority_end..]
     );
     (setting.set)(&mut settings, through_proxy);
-    (common::start(settings, data).await, proxy)
+    (settings, data, proxy)
+}
+
+/// Redis connects lazily: an instance started while it is away listens, but says "starting"
+/// (503) until Redis answers, then ready, and serves stateful pages at once.
+#[tokio::test]
+async fn an_instance_started_while_redis_is_away_says_starting_until_redis_answers() {
+    if !Variant::Redis.is_available() {
+        return;
+    }
+    let (settings, data, proxy) = settings_behind_a_proxy(Variant::Redis, &REDIS).await;
+    proxy.close();
+    let app = common::start(settings, data).await;
+    let res = app.get("/healthz").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(health["status"], "starting");
+    assert_eq!(health["session_store"], "down");
+
+    proxy.open().await;
+    let ready = within_seconds(15, || async {
+        app.get("/healthz").await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "ready once Redis answers");
+    app.register("ursula").await;
+    assert!(app.is_logged_in(&app.client).await);
 }
 
 /// The outage of `variant`'s service (skipped when it is not configured): the outage and the

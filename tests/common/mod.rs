@@ -1,6 +1,7 @@
 //! Test helpers: spawn the app in-process on port 0 with a fresh data dir, per session backend.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod process;
 pub mod proxy;
 pub mod services;
@@ -217,6 +218,11 @@ impl TestApp {
     /// The session cookie this app's client holds now, if any.
     pub fn cookie(&self) -> Option<String> {
         cookie_in(&self.jar, &self.address)
+    }
+
+    /// Begins the drain a SIGTERM begins (the app goes on serving until stopped).
+    pub fn begin_drain(&self) -> bool {
+        self.handle.begin_drain()
     }
 
     /// Stops the server gracefully and waits for it, keeping the data dir.
