@@ -39,6 +39,8 @@ pub struct ClusterShape {
 struct Node {
     port: u16,
     child: Child,
+    /// For a replica: the port of the master it was made to follow.
+    follows: Option<u16>,
 }
 
 /// A running local Redis Cluster.
@@ -98,7 +100,11 @@ impl RedisCluster {
                 .stderr(Stdio::null())
                 .spawn()
                 .context("starting redis-server (is it installed?)")?;
-            cluster.nodes.push(Node { port, child });
+            cluster.nodes.push(Node {
+                port,
+                child,
+                follows: None,
+            });
         }
         cluster.watchdog = Some(cluster.start_watchdog()?);
         cluster.form(shape).await?;
@@ -183,6 +189,11 @@ rm -rf "$dir""#;
         }
         // Replica r of master m is node masters + m * replicas + r.
         for m in 0..shape.masters {
+            for r in 0..shape.replicas_per_master {
+                let master = self.nodes[m].port;
+                self.nodes[shape.masters + m * shape.replicas_per_master + r].follows =
+                    Some(master);
+            }
             let id: String = redis::cmd("CLUSTER")
                 .arg("MYID")
                 .query_async(&mut conns[m])
@@ -279,6 +290,32 @@ rm -rf "$dir""#;
         bail!("no node of the cluster answers")
     }
 
+    /// The ports of the replicas made to follow the master on `port` when the cluster formed.
+    pub fn replica_ports(&self, port: u16) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.follows == Some(port))
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the node on `port`: a node that falls behind, as
+    /// a slow network or a long pause would make it.
+    pub fn freeze(&self, port: u16, frozen: bool) -> anyhow::Result<()> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .with_context(|| format!("no node on port {port}"))?;
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(node.child.id().to_string())
+            .status()?;
+        ensure!(status.success(), "kill {signal} failed");
+        Ok(())
+    }
+
     /// Kills (SIGKILL) the node on `port`: a crash, as far as the cluster can tell.
     pub fn kill(&mut self, port: u16) -> anyhow::Result<()> {
         let node = self
@@ -338,7 +375,7 @@ rm -rf "$dir""#;
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            // Already gone when a test killed it.
+            // Already gone when a test killed it; SIGKILL ends a frozen node too.
             let _ = node.child.kill();
             let _ = node.child.wait();
         }
