@@ -131,7 +131,7 @@ macro_rules! settings {
                         None => $default,
                     };
                 )+
-                Ok(Self { $($field),+ })
+                Self { $($field),+ }.checked_together()
             }
         }
 
@@ -172,7 +172,10 @@ settings! {
         "Where session and cart live: cookie, memory, database or redis";
     redis_url => redis_url: Parsed<RedisUrl> = "redis://127.0.0.1:6379".to_owned(),
         "`redis://127.0.0.1:6379`",
-        "Redis for the redis backend";
+        "Redis for the redis backend; with redis_cluster, seed nodes of the cluster, comma-separated";
+    redis_cluster => redis_cluster: Parsed<bool> = false,
+        "`false`",
+        "redis_url names seed nodes (comma-separated) of a Redis Cluster, served by a cluster client";
     session_key => session_key: Parsed<SessionKey> = None,
         "generated once, kept in `<data_dir>/session.key` (0600)",
         "Base64 key of at least 64 bytes, shared by instances";
@@ -263,6 +266,27 @@ impl ConfigError {
 }
 
 impl Settings {
+    /// Checks the keys that only make sense together.
+    fn checked_together(self) -> Result<Self, ConfigError> {
+        let nodes = crate::session::redis::seed_nodes(&self.redis_url).len();
+        if nodes > 1 && !self.redis_cluster {
+            return Err(ConfigError::key(
+                "redis_url",
+                format!(
+                    "names {nodes} nodes; several nodes are the seeds of a Redis Cluster: set redis_cluster = true"
+                ),
+            ));
+        }
+        if self.redis_cluster && self.redis_key_prefix.contains(['{', '}']) {
+            // A hash tag in the prefix would put every key into one slot, on one master.
+            return Err(ConfigError::key(
+                "redis_key_prefix",
+                "must not hold `{` or `}` with redis_cluster: a hash tag would put every session on one master",
+            ));
+        }
+        Ok(self)
+    }
+
     /// Loads defaults < TOML file < `STATECART_*` env < `cli` and validates the result.
     pub fn load(config_file: Option<&Path>, cli: RawSettings) -> Result<Self, ConfigError> {
         let mut figment = Figment::new();
@@ -474,6 +498,24 @@ mod tests {
             checked >= 15,
             "only {checked} literal defaults were compared"
         );
+    }
+
+    #[test]
+    fn a_cluster_takes_seed_nodes_and_refuses_a_hash_tag_in_the_prefix() {
+        let raw = |prefix: &str| RawSettings {
+            redis_url: Some(Text(
+                " redis://127.0.0.1:7000 , redis://127.0.0.1:7001".into(),
+            )),
+            redis_cluster: Some(Text("true".into())),
+            redis_key_prefix: Some(Text(prefix.into())),
+            ..Default::default()
+        };
+        let s = Settings::from_raw(raw("shop:")).expect("valid");
+        assert_eq!(s.redis_url, "redis://127.0.0.1:7000,redis://127.0.0.1:7001");
+        let err = Settings::from_raw(raw("{shop}:"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("redis_key_prefix")));
     }
 
     #[test]

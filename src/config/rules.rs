@@ -283,23 +283,28 @@ impl FromText for String {
     }
 }
 
-/// `redis://host:port` (or `rediss://`); its password is never logged.
+/// `redis://host:port` (or `rediss://`), or several of them comma-separated (the seed nodes of
+/// a Redis Cluster); passwords are never logged.
 pub struct RedisUrl;
 
 impl TextRule for RedisUrl {
     type Value = String;
     fn read(text: String) -> Result<String, String> {
-        if text.starts_with("redis://") || text.starts_with("rediss://") {
-            Ok(text)
-        } else {
-            Err(format!(
-                "is {:?}; expected redis://host:port",
-                mask_url(&text)
-            ))
+        let nodes: Vec<&str> = text.split(',').map(str::trim).collect();
+        let wrong = nodes
+            .iter()
+            .find(|url| !(url.starts_with("redis://") || url.starts_with("rediss://")));
+        match wrong {
+            Some(url) => Err(format!(
+                "has {:?}; expected redis://host:port, or several comma-separated for redis_cluster",
+                mask_url(url)
+            )),
+            None => Ok(nodes.join(",")),
         }
     }
     fn show(value: &String) -> String {
-        mask_url(value)
+        let masked: Vec<String> = value.split(',').map(mask_url).collect();
+        masked.join(",")
     }
 }
 

@@ -8,6 +8,7 @@ pub mod memory;
 pub mod promises;
 pub mod redis;
 pub mod revocation;
+pub mod slots;
 pub mod sql;
 pub mod state;
 pub mod timeouts;
@@ -142,8 +143,13 @@ impl Store {
             ),
             SessionBackend::Database => Self::Database(SqlStore::new(db.clone(), lifetimes)),
             SessionBackend::Redis => Self::Redis(
-                RedisStore::new(&settings.redis_url, &settings.redis_key_prefix, lifetimes)
-                    .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
+                RedisStore::new(
+                    &settings.redis_url,
+                    settings.redis_cluster,
+                    &settings.redis_key_prefix,
+                    lifetimes,
+                )
+                .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
             ),
         })
     }

@@ -1,4 +1,5 @@
-//! The `redis` backend: one key per session with a TTL, and a set of session keys per user.
+//! The `redis` backend: one key per session with a TTL, and a set of session keys per user, on
+//! one Redis node or on a Redis Cluster (`redis_cluster`).
 //!
 //! actix-session ships a Redis store, but its `update` saves the state under a new key when the
 //! old one has vanished, so a request racing a logout brings the session back, and it cannot
@@ -6,24 +7,47 @@
 //! deleted key and, given a version, saves only onto that version, so two requests of one
 //! session cannot overwrite each other; it keeps `user:<id>` sets for /account, cleaned as
 //! their sessions expire. Key names hold a SHA-256 of the session key, never the key itself.
+//!
+//! Keys are laid out for a cluster: every command and script touches one key, so one slot
+//! (checked in debug builds by [`super::slots`]), and session keys carry no hash tag, so they
+//! spread over every master. The user's set is therefore written by commands of its own,
+//! before the session itself: a set may name a session that is gone (it is dropped when the
+//! set is listed), never miss one that lives.
 
 use std::time::Duration;
 
-use redis::{AsyncCommands as _, aio::ConnectionManager};
+use futures_util::future::try_join_all;
+use redis::{
+    AsyncCommands as _, Cmd, Pipeline, RedisFuture, Value,
+    aio::{ConnectionLike, ConnectionManager},
+    cluster::{ClusterClient, ClusterConfig},
+    cluster_async::ClusterConnection,
+};
 
 use super::{
-    Lifetimes, SessionSummary, key_hash,
+    Lifetimes, SessionSummary, key_hash, slots,
     state::{self, State},
 };
 
-/// How long one Redis command may take before the request answers 503 instead of hanging.
+/// How long one store call may take, retries included, before the request answers 503
+/// instead of hanging.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Cluster: one attempt's bound, so a retry still fits into [`RESPONSE_TIMEOUT`].
+const CLUSTER_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(800);
+/// Cluster: connecting to one node (a dead host must not eat the whole budget).
+const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Cluster: retries after `MOVED`, `TRYAGAIN`, `CLUSTERDOWN` or a lost node, waiting 50 to
+/// 400 ms between them. The crate's defaults (16 retries, waits from 1.28 s) would hold a
+/// request far past [`RESPONSE_TIMEOUT`] while a master fails over.
+const CLUSTER_RETRIES: u32 = 3;
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 50;
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 400;
+
 /// Saves a session's state (`version state`) if the key is live and, unless `ARGV[1]` is `*`,
-/// still at version `ARGV[1]`; an empty `ARGV[2]` deletes it. With a second key (the user's
-/// set), records the session's hash `ARGV[4]` there, in the same round trip. Returns the new
-/// version, or -1 when the key is gone or at another version. A value without a version
-/// (written before versions existed) counts as version 0.
+/// still at version `ARGV[1]`; an empty `ARGV[2]` deletes it. Returns the new version, or -1
+/// when the key is gone or at another version. A value without a version (written before
+/// versions existed) counts as version 0. It touches `KEYS[1]` alone: one slot.
 const SWAP: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
@@ -36,18 +60,109 @@ if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 else
   redis.call('SET', KEYS[1], (v + 1) .. ' ' .. ARGV[2], 'EX', ARGV[3])
-  if KEYS[2] then
-    redis.call('SADD', KEYS[2], ARGV[4])
-    redis.call('EXPIRE', KEYS[2], ARGV[3])
-  end
 end
 return v + 1
 ";
 
+/// One Redis node or a Redis Cluster, behind one interface; clones share the connection.
+#[derive(Clone)]
+enum Conn {
+    /// One node, reconnecting by itself.
+    Node(ConnectionManager),
+    /// A cluster: the client follows `MOVED`/`ASK` and routes each command by its key's slot.
+    Cluster(ClusterConnection),
+}
+
+/// In debug builds, what the store sends and a cluster would refuse (`CROSSSLOT`) fails on
+/// one node too, before it is sent.
+fn slot_check<'a>(cmds: impl IntoIterator<Item = &'a Cmd>) -> redis::RedisResult<()> {
+    if cfg!(debug_assertions) {
+        slots::check(cmds)
+    } else {
+        Ok(())
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        if let Err(err) = slot_check([cmd]) {
+            return Box::pin(std::future::ready(Err(err)));
+        }
+        match self {
+            Self::Node(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        if let Err(err) = slot_check(pipeline.cmd_iter()) {
+            return Box::pin(std::future::ready(Err(err)));
+        }
+        match self {
+            Self::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Node(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// A lazy connection to the node `url`.
+    fn node(url: &str) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1);
+        Ok(Self::Node(ConnectionManager::new_lazy_with_config(
+            client, config,
+        )?))
+    }
+
+    /// A lazy connection to the cluster that the comma-separated seed nodes in `urls` belong
+    /// to; it learns the other nodes and the slot map from them.
+    fn cluster(urls: &str) -> redis::RedisResult<Self> {
+        let client = ClusterClient::builder(seed_nodes(urls))
+            .connection_timeout(CLUSTER_CONNECT_TIMEOUT)
+            .response_timeout(CLUSTER_ATTEMPT_TIMEOUT)
+            .overall_response_timeout(Some(RESPONSE_TIMEOUT))
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS)
+            .build()?;
+        // The config's timeouts replace the builder's, so they are given again here.
+        let config = ClusterConfig::new()
+            .set_connection_timeout(CLUSTER_CONNECT_TIMEOUT)
+            .set_response_timeout(CLUSTER_ATTEMPT_TIMEOUT);
+        Ok(Self::Cluster(
+            client.get_pending_async_connection_with_config(config),
+        ))
+    }
+}
+
+/// The seed nodes of a comma-separated `redis_url`.
+pub fn seed_nodes(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 /// Sessions in Redis, shared by every instance that uses the same Redis and prefix.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     /// How long a session lives past its last save.
     lifetimes: Lifetimes,
@@ -69,16 +184,21 @@ fn ttl_secs(ttl: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// A store on `url` whose sessions live `lifetimes` past their last save; it connects lazily and
-    /// reconnects by itself after an outage.
-    pub fn new(url: &str, prefix: &str, lifetimes: Lifetimes) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1);
+    /// A store on `url` (with `cluster`, the comma-separated seed nodes of a Redis Cluster)
+    /// whose sessions live `lifetimes` past their last save; it connects lazily and reconnects
+    /// by itself after an outage.
+    pub fn new(
+        url: &str,
+        cluster: bool,
+        prefix: &str,
+        lifetimes: Lifetimes,
+    ) -> redis::RedisResult<Self> {
         Ok(Self {
-            conn: ConnectionManager::new_lazy_with_config(client, config)?,
+            conn: if cluster {
+                Conn::cluster(url)?
+            } else {
+                Conn::node(url)?
+            },
             prefix: prefix.to_owned(),
             lifetimes,
         })
@@ -129,6 +249,9 @@ impl RedisStore {
         loop {
             let key = state::random_key();
             let hash = key_hash(&key);
+            // The user's set first: it may name a session that never came to be, never miss
+            // one that lives.
+            self.index(state::user_id_of(state), &hash, ttl).await?;
             let created: Option<String> = redis::cmd("SET")
                 .arg(self.session_key(&hash))
                 .arg(&value)
@@ -138,7 +261,6 @@ impl RedisStore {
                 .query_async(&mut conn)
                 .await?;
             if created.is_some() {
-                self.index(state::user_id_of(state), &hash, ttl).await?;
                 return Ok(key);
             }
         }
@@ -159,23 +281,19 @@ impl RedisStore {
         } else {
             serde_json::to_string(state).unwrap_or_default()
         };
-        let mut conn = self.conn.clone();
-        // An ended session leaves the user set when the set is next listed.
-        let user_set = state::user_id_of(state)
-            .filter(|_| !state.is_empty())
-            .map(|id| self.user_key(id));
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(SWAP)
-            .arg(if user_set.is_some() { 2 } else { 1 })
-            .arg(self.session_key(&hash));
-        if let Some(set) = &user_set {
-            eval.arg(set);
+        // An ended session leaves the user set when the set is next listed. The set is
+        // written first and apart: it lives in another slot than the session.
+        if !state.is_empty() {
+            self.index(state::user_id_of(state), &hash, ttl).await?;
         }
-        let version: i64 = eval
+        let mut conn = self.conn.clone();
+        let version: i64 = redis::cmd("EVAL")
+            .arg(SWAP)
+            .arg(1)
+            .arg(self.session_key(&hash))
             .arg(expected.map_or_else(|| "*".to_owned(), |v| v.to_string()))
             .arg(json)
             .arg(ttl_secs(ttl))
-            .arg(&hash)
             .query_async(&mut conn)
             .await?;
         Ok(u64::try_from(version).ok())
@@ -240,9 +358,13 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let full: Vec<String> = keys.iter().map(|k| self.session_key(k)).collect();
-        let states: Vec<Option<String>> =
-            redis::cmd("MGET").arg(&full).query_async(&mut conn).await?;
+        // One GET per session, sent together: an MGET would span slots on a cluster.
+        let states: Vec<Option<String>> = try_join_all(keys.iter().map(|hash| {
+            let mut conn = self.conn.clone();
+            let key = self.session_key(hash);
+            async move { conn.get::<_, Option<String>>(key).await }
+        }))
+        .await?;
         let mut live = Vec::new();
         let mut dead = Vec::new();
         for (hash, value) in keys.into_iter().zip(states) {
@@ -293,5 +415,47 @@ impl RedisStore {
             .query_async::<String>(&mut conn)
             .await
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{ErrorKind, ServerErrorKind, Value};
+
+    use super::*;
+
+    /// The slot check sits in the one connection every store command goes through: a
+    /// command that a cluster would refuse fails on one node too, before it is sent (the
+    /// node here does not even exist).
+    #[tokio::test]
+    async fn a_command_across_slots_fails_before_it_is_sent_even_on_one_node() {
+        let mut conn = Conn::node("redis://127.0.0.1:1").expect("a lazy connection");
+        let crossing = redis::cmd("MGET")
+            .arg("p:session:abc")
+            .arg("p:user:1")
+            .query_async::<Value>(&mut conn)
+            .await;
+        assert!(
+            matches!(&crossing, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot)),
+            "{crossing:?}"
+        );
+        let pipelined = redis::pipe()
+            .get("p:session:abc")
+            .get("p:user:1")
+            .query_async::<Value>(&mut conn)
+            .await;
+        assert!(
+            matches!(&pipelined, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot)),
+            "{pipelined:?}"
+        );
+    }
+
+    #[test]
+    fn seed_nodes_are_the_comma_separated_urls() {
+        assert_eq!(
+            seed_nodes(" redis://a:1, redis://b:2,,"),
+            ["redis://a:1", "redis://b:2"]
+        );
+        assert_eq!(seed_nodes("redis://a:1"), ["redis://a:1"]);
     }
 }

@@ -551,21 +551,17 @@ async fn an_idle_guest_cart_ends_on_its_own_timeout(variant: Variant) {
 }
 
 for_each_backend!(
-    lines_can_be_added_updated_removed_and_cleared,
     every_bad_input_gets_a_clear_4xx_and_leaves_the_cart_unchanged,
     adding_more_than_the_stock_is_refused,
     the_default_line_limit_keeps_the_cookie_well_under_4096_bytes,
     the_inspector_shows_the_cart_and_its_cost,
-    checkout_writes_the_order_decrements_stock_and_empties_the_cart,
     an_empty_cart_cannot_be_checked_out,
     checkout_answers_409_when_stock_ran_out_after_adding,
     concurrent_buyers_never_oversell,
     a_double_submitted_checkout_creates_one_order,
     a_stale_checkout_form_orders_nothing,
     orders_are_private_to_their_owner,
-    the_cart_survives_a_restart_except_in_memory,
     a_guest_fills_a_cart_and_registering_keeps_it,
-    a_guest_cart_comes_along_into_a_login,
     an_idle_guest_cart_ends_on_its_own_timeout,
 );
 
@@ -610,3 +606,11 @@ async fn with_cookie_revocation_a_full_cookie_still_follows_the_new_epoch(varian
 }
 
 for_backends!(with_cookie_revocation_a_full_cookie_still_follows_the_new_epoch => cookie);
+
+// The redis store family, on one node and on a Redis Cluster too.
+for_each_backend_and_cluster!(
+    lines_can_be_added_updated_removed_and_cleared,
+    checkout_writes_the_order_decrements_stock_and_empties_the_cart,
+    the_cart_survives_a_restart_except_in_memory,
+    a_guest_cart_comes_along_into_a_login,
+);

@@ -154,6 +154,13 @@ fn a_bad_address_url_or_number_exits_2_naming_the_key() {
             &["sqlite://", "postgres://"],
         ),
         (Env, "redis_url", "localhost:6379", &[]),
+        // Several nodes are a cluster's seeds: without redis_cluster they are a mistake.
+        (
+            Env,
+            "redis_url",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+            &["redis_cluster"],
+        ),
         (Env, "idle_timeout_secs", "soon", &[]),
         (Env, "session_key", "c2hvcnQ=", &["64"]),
     ]);
@@ -290,8 +297,12 @@ fn a_value_for_every_key(dir: &std::path::Path) -> Vec<(&'static str, String, St
         ("session_backend", given_and_shown("memory", "memory")),
         (
             "redis_url",
-            given_and_shown("redis://127.0.0.1:6390", "redis://127.0.0.1:6390"),
+            given_and_shown(
+                "redis://127.0.0.1:6390,redis://:pw@127.0.0.1:6391",
+                "redis://127.0.0.1:6390,redis://:***@127.0.0.1:6391",
+            ),
         ),
+        ("redis_cluster", given_and_shown("true", "true")),
         ("session_key", (key.clone(), "<set>".to_owned())),
         ("session_previous_keys", (key, "<1 set>".to_owned())),
         ("idle_timeout_secs", given_and_shown("1234", "1234")),

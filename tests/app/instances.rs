@@ -19,6 +19,7 @@ pub(crate) fn shared(settings: &Settings, instance: &str) -> Vec<(&'static str, 
             settings.session_backend.as_str().to_owned(),
         ),
         ("redis_url", settings.redis_url.clone()),
+        ("redis_cluster", settings.redis_cluster.to_string()),
         ("redis_key_prefix", settings.redis_key_prefix.clone()),
         ("instance", instance.to_owned()),
     ]
@@ -134,14 +135,16 @@ async fn logout_on_one_instance_ends_the_session_on_all_where_the_server_keeps_i
     assert_eq!(user.is_some(), variant == Variant::Cookie, "{variant:?}");
 }
 
-for_each_backend!(
-    the_session_survives_a_graceful_restart_except_in_memory,
-    the_session_survives_a_crash_except_in_memory,
-    a_login_on_one_instance_holds_on_the_other_except_in_memory,
-);
+for_each_backend!(a_login_on_one_instance_holds_on_the_other_except_in_memory,);
 
 // Each memory instance has sessions of its own (see the test above), so this is about the others.
 for_backends!(
     logout_on_one_instance_ends_the_session_on_all_where_the_server_keeps_it =>
     cookie, sqlite, postgres, redis
+);
+
+// The redis store family, on one node and on a Redis Cluster too.
+for_each_backend_and_cluster!(
+    the_session_survives_a_graceful_restart_except_in_memory,
+    the_session_survives_a_crash_except_in_memory,
 );

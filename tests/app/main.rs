@@ -8,6 +8,7 @@
 mod common;
 
 mod cart;
+mod cluster;
 mod compare;
 mod config;
 mod drain;

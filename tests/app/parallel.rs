@@ -299,11 +299,11 @@ async fn the_inspector_says_server_side_backends_lose_no_parallel_write(variant:
     assert!(page.contains("Parallel writes"), "{page}");
 }
 
-for_backends!(parallel_adds_of_distinct_products_lose_nothing => memory, sqlite, postgres, redis);
+for_backends!(parallel_adds_of_distinct_products_lose_nothing => memory, sqlite, postgres, redis, redis_cluster);
 // Memory is one process's: a second instance does not share it (see instances.rs).
-for_backends!(parallel_adds_on_two_instances_lose_nothing => sqlite, postgres, redis);
+for_backends!(parallel_adds_on_two_instances_lose_nothing => sqlite, postgres, redis, redis_cluster);
 for_backends!(mixed_adds_updates_and_reads_lose_nothing => memory, sqlite, postgres, redis);
 // The cookie backend cannot revoke at all (see sessions.rs).
-for_backends!(a_logout_racing_cart_writes_still_ends_the_session => memory, sqlite, postgres, redis);
+for_backends!(a_logout_racing_cart_writes_still_ends_the_session => memory, sqlite, postgres, redis, redis_cluster);
 for_backends!(on_the_cookie_backend_the_last_parallel_answer_wins => cookie);
 for_backends!(the_inspector_says_server_side_backends_lose_no_parallel_write => memory, sqlite, postgres, redis);

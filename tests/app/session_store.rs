@@ -209,10 +209,11 @@ async fn a_swap_saves_only_onto_the_version_it_was_made_from(variant: Variant) {
     assert_eq!(load(store, &key).await, None);
 }
 
-for_each_backend!(suite);
+// The contract on one Redis node and on a Redis Cluster alike.
+for_each_backend_and_cluster!(suite);
 // The cookie backend has no server-side version to compare with: the last answer wins.
-for_backends!(a_swap_saves_only_onto_the_version_it_was_made_from => memory, sqlite, postgres, redis);
+for_backends!(a_swap_saves_only_onto_the_version_it_was_made_from => memory, sqlite, postgres, redis, redis_cluster);
 // The cookie store keeps nothing on the server that could expire.
-for_backends!(sessions_expire_after_the_idle_timeout => memory, sqlite, postgres, redis);
+for_backends!(sessions_expire_after_the_idle_timeout => memory, sqlite, postgres, redis, redis_cluster);
 // Only the database backend promises a table without raw keys.
 for_backends!(the_database_never_stores_the_raw_session_key => sqlite, postgres);

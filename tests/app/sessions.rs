@@ -493,7 +493,6 @@ async fn stateful_pages_are_never_stored_by_the_browser(variant: Variant) {
 
 for_each_backend!(
     registering_logs_in_with_a_303,
-    login_and_logout_work_and_logout_clears_the_cookie,
     stateful_pages_without_login_redirect_to_login_with_next,
     a_taken_username_gets_a_friendly_422_whatever_its_case,
     invalid_usernames_and_passwords_are_refused_with_422,
@@ -501,14 +500,12 @@ for_each_backend!(
     next_only_ever_leads_to_a_local_path,
     login_issues_a_new_session_id,
     an_unknown_session_id_is_never_adopted,
-    a_replayed_pre_logout_cookie_is_rejected_except_on_the_cookie_backend,
     an_idle_session_ends_and_leads_to_the_login_page,
     activity_keeps_a_session_alive_past_the_idle_timeout,
     a_session_ends_at_the_absolute_timeout_whatever_the_activity,
     tampered_garbage_and_oversized_cookies_mean_no_session,
     cross_site_posts_are_refused_and_change_nothing,
     the_inspector_reports_where_the_state_lives,
-    the_account_page_lists_and_revokes_other_sessions_where_it_can,
     login_posts_are_rate_limited_per_address,
     failed_logins_make_that_address_wait_even_with_the_right_password,
     stateless_routes_set_no_cookie_for_a_logged_in_user,
@@ -570,7 +567,7 @@ async fn a_flood_of_unknown_cookies_never_evicts_a_logged_in_session(variant: Va
     );
 }
 
-for_backends!(an_unrecognised_cookie_creates_no_server_state => sqlite, postgres, redis);
+for_backends!(an_unrecognised_cookie_creates_no_server_state => sqlite, postgres, redis, redis_cluster);
 for_backends!(a_flood_of_unknown_cookies_never_evicts_a_logged_in_session => memory);
 
 async fn a_thousand_guests_never_log_out_a_logged_in_user(variant: Variant) {
@@ -715,3 +712,10 @@ for_backends!(with_cookie_revocation_a_cookie_saved_before_logout_is_refused_eve
 // `::postgres` runs the cookie backend on a PostgreSQL app database: the revocation queries
 // hold on both dialects.
 for_backends!(with_cookie_revocation_logging_out_the_others_keeps_this_session => cookie, postgres);
+
+// The redis store family, on one node and on a Redis Cluster too.
+for_each_backend_and_cluster!(
+    login_and_logout_work_and_logout_clears_the_cookie,
+    a_replayed_pre_logout_cookie_is_rejected_except_on_the_cookie_backend,
+    the_account_page_lists_and_revokes_other_sessions_where_it_can,
+);

@@ -29,11 +29,15 @@ pub enum Variant {
     Postgres,
     /// Session in Redis (`STATECART_TEST_REDIS_URL`); app data in SQLite.
     Redis,
+    /// Session in a private local Redis Cluster (3 masters, a replica each) from
+    /// `redis-server`, with `redis_cluster`; app data in SQLite.
+    RedisCluster,
 }
 
 impl Variant {
-    /// Every variant this run can test (variants whose service is not configured are skipped,
-    /// or fail the run when CI=true).
+    /// Every backend this run can test (variants whose service is not configured are skipped,
+    /// or fail the run when CI=true). The Redis Cluster is the redis backend again, on other
+    /// infrastructure: the suites that name it run it (`for_each_backend_and_cluster!`).
     pub fn available() -> Vec<Variant> {
         [
             Self::Cookie,
@@ -52,6 +56,7 @@ impl Variant {
         match self {
             Self::Postgres => service_url(POSTGRES_ENV).is_some(),
             Self::Redis => service_url(REDIS_ENV).is_some(),
+            Self::RedisCluster => services::cluster_available(),
             _ => true,
         }
     }
@@ -61,7 +66,7 @@ impl Variant {
             Self::Cookie => SessionBackend::Cookie,
             Self::Memory => SessionBackend::Memory,
             Self::Sqlite | Self::Postgres => SessionBackend::Database,
-            Self::Redis => SessionBackend::Redis,
+            Self::Redis | Self::RedisCluster => SessionBackend::Redis,
         }
     }
 
@@ -135,6 +140,14 @@ pub async fn prepare(variant: Variant) -> (Settings, DataDir) {
             settings.redis_url = url;
             settings.redis_key_prefix = prefix;
             Some(service)
+        }
+        Variant::RedisCluster => {
+            let cluster = services::shared_cluster().await;
+            settings.redis_url = cluster.url();
+            settings.redis_cluster = true;
+            settings.redis_key_prefix = services::cluster_prefix(&settings.redis_url);
+            // The keys go with the cluster, which lives as long as this test binary.
+            None
         }
         _ => None,
     };
@@ -265,6 +278,16 @@ macro_rules! for_each_backend {
     )*};
 }
 
+/// Runs each named `async fn(Variant)` on every backend as [`for_each_backend!`] does, and on
+/// a Redis Cluster as `<fn>::redis_cluster`: the redis store family on one node and on a
+/// cluster.
+#[macro_export]
+macro_rules! for_each_backend_and_cluster {
+    ($($name:ident),* $(,)?) => {$(
+        $crate::for_backends!($name => cookie, memory, sqlite, postgres, redis, redis_cluster);
+    )*};
+}
+
 /// Runs an `async fn(Variant)` for the named variants only, for a behaviour that exists on
 /// some backends alone (so no variant passes without asserting anything).
 #[macro_export]
@@ -296,6 +319,9 @@ macro_rules! backend_test {
     };
     ($name:ident, redis) => {
         $crate::backend_test!($name, redis, Redis);
+    };
+    ($name:ident, redis_cluster) => {
+        $crate::backend_test!($name, redis_cluster, RedisCluster);
     };
     ($name:ident, $test:ident, $variant:ident) => {
         #[tokio::test]
@@ -652,17 +678,13 @@ impl TestApp {
                 usize::try_from(self.count_rows("sessions").await).expect("count")
             }
             SessionBackend::Redis => {
-                let client = redis::Client::open(self.settings.redis_url.as_str()).expect("url");
-                let mut conn = client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("redis");
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}session:*", self.settings.redis_key_prefix))
-                    .query_async(&mut conn)
-                    .await
-                    .expect("KEYS");
-                keys.len()
+                // One node, or every master of a cluster (its seed nodes).
+                let pattern = format!("{}session:*", self.settings.redis_key_prefix);
+                let mut count = 0;
+                for url in statecart::session::redis::seed_nodes(&self.settings.redis_url) {
+                    count += services::keys_on(url, &pattern).await.len();
+                }
+                count
             }
         }
     }

@@ -7,7 +7,8 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
-use statecart::sandbox::{self, PgDatabase, RedisPrefix};
+use statecart::sandbox::{self, ClusterShape, PgDatabase, RedisCluster, RedisPrefix};
+use tokio::sync::OnceCell;
 
 /// Names the PostgreSQL server for the `postgres` variants (e.g. postgres://postgres@127.0.0.1/postgres).
 pub const POSTGRES_ENV: &str = "STATECART_TEST_POSTGRES_URL";
@@ -31,24 +32,24 @@ pub fn service_url(var: &str) -> Option<String> {
                 !in_ci(),
                 "{var} must be set when CI=true: the suite must not skip it"
             );
-            say_skipped_once(var);
+            say_skipped_once(&format!("{var} is not set"));
             None
         }
     }
 }
 
-fn say_skipped_once(var: &str) {
+fn say_skipped_once(why: &str) {
     static SAID: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     let mut said = SAID
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !said.iter().any(|s| s == var) {
-        said.push(var.to_owned());
+    if !said.iter().any(|s| s == why) {
+        said.push(why.to_owned());
         // Written past the test harness's capture, so a normal `cargo test` shows it.
         let _ = writeln!(
             std::io::stderr(),
-            "note: {var} is not set, so the variants that need it were skipped in {}",
+            "note: {why}, so the variants that need it were skipped in {}",
             std::env::args().next().unwrap_or_default()
         );
     }
@@ -111,4 +112,65 @@ where
             .ok()
             .flatten()
     })
+}
+
+/// Whether `redis-server` is here to build a cluster from; without it the `redis_cluster`
+/// variants are skipped (said once), or fail the run on CI.
+pub fn cluster_available() -> bool {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    let found = *FOUND.get_or_init(|| {
+        std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    });
+    if !found {
+        assert!(
+            !in_ci(),
+            "redis-server must be installed when CI=true: the redis_cluster variants must not skip"
+        );
+        say_skipped_once("redis-server is not installed");
+    }
+    found
+}
+
+/// The cluster every `redis_cluster` variant shares: 3 masters with a replica each, started
+/// by the first test that needs it. A static is never dropped: the cluster's watchdog kills
+/// its nodes and removes its folder when this test binary ends.
+pub async fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceCell<RedisCluster> = OnceCell::const_new();
+    CLUSTER
+        .get_or_init(|| async {
+            RedisCluster::start(ClusterShape {
+                masters: 3,
+                replicas_per_master: 1,
+                // Generous: on a busy machine a slow node must not be failed over mid-test.
+                node_timeout: std::time::Duration::from_secs(5),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("a local Redis Cluster: {e:#}"))
+        })
+        .await
+}
+
+/// A key prefix of its own for one test on a cluster.
+pub fn cluster_prefix(url: &str) -> String {
+    RedisPrefix::new(url, LABEL)
+        .expect("a key prefix")
+        .prefix()
+        .to_owned()
+}
+
+/// The keys matching `pattern` on the one node at `url` (a test's few keys: `KEYS` is fine).
+pub async fn keys_on(url: &str, pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(url).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS")
 }
