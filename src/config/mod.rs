@@ -226,7 +226,7 @@ settings! {
         "New guest sessions one client address may start per minute (memory, database, redis); 0 turns the limit off";
     max_guest_sessions => max_guest_sessions: Count<u64, 1, { u64::MAX }> = 20_000,
         "`20000`",
-        "Most guest sessions the database backend holds at once; a new guest beyond it gets 503";
+        "Most guest sessions the database and redis backends hold at once; a new guest beyond it gets 503";
     redis_key_prefix => redis_key_prefix: Parsed<KeyPrefix> = "statecart:".to_owned(),
         "`statecart:`",
         "Prefix of every Redis key the redis backend writes";

@@ -245,15 +245,16 @@ impl Store {
 
     /// Whether the store can count its guest sessions cheaply (and so bound them).
     pub fn counts_guests(&self) -> bool {
-        matches!(self, Self::Database(_))
+        matches!(self, Self::Database(_) | Self::Redis(_))
     }
 
     /// Live guest sessions (no login) the store holds now; 0 where it cannot count them.
     pub async fn guest_count(&self) -> Result<u64, StoreError> {
         Ok(match self {
             Self::Database(s) => s.guest_count().await?,
+            Self::Redis(r) => r.guest_count().await?,
             Self::Memory(m) => m.guests(),
-            Self::Cookie(_) | Self::Redis(_) => 0,
+            Self::Cookie(_) => 0,
         })
     }
 

@@ -28,6 +28,7 @@ use super::{
     Lifetimes, SessionSummary, key_hash, slots,
     state::{self, State},
 };
+use crate::domain::now_epoch;
 
 /// How long one store call may take, retries included, before the request answers 503
 /// instead of hanging.
@@ -209,6 +210,30 @@ impl RedisStore {
         format!("{}session:{hash}", self.prefix)
     }
 
+    /// The sorted set of guest sessions started within their lifetime (score: when that
+    /// lifetime ends). One key, so one slot: every new guest touches one master in a cluster.
+    fn guests_key(&self) -> String {
+        format!("{}guests", self.prefix)
+    }
+
+    /// Guest sessions started and not yet past the lifetime they started with. A guest that
+    /// keeps shopping outlives its entry, and one that logs in keeps it until then: close
+    /// enough for a bound against floods, and one key instead of a scan of every session.
+    pub async fn guest_count(&self) -> redis::RedisResult<u64> {
+        let key = self.guests_key();
+        let mut conn = self.conn.clone();
+        let (count,): (u64,) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now_epoch())
+            .ignore()
+            .zcard(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(count)
+    }
+
     fn user_key(&self, user_id: i64) -> String {
         format!("{}user:{user_id}", self.prefix)
     }
@@ -261,6 +286,12 @@ impl RedisStore {
                 .query_async(&mut conn)
                 .await?;
             if created.is_some() {
+                if state::user_id_of(state).is_none() && !state.contains_key(state::MOVED) {
+                    let expires = now_epoch().saturating_add(
+                        i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX / 2),
+                    );
+                    let _: i64 = conn.zadd(self.guests_key(), &hash, expires).await?;
+                }
                 return Ok(key);
             }
         }

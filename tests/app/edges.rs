@@ -281,7 +281,7 @@ async fn anonymous_adds_from_one_address_are_limited_and_others_keep_shopping(va
 
 for_backends!(anonymous_adds_from_one_address_are_limited_and_others_keep_shopping => memory, sqlite, postgres, redis);
 
-async fn the_database_holds_at_most_max_guest_sessions(variant: Variant) {
+async fn the_store_holds_at_most_max_guest_sessions(variant: Variant) {
     let app = common::spawn_app_with(variant, |s| s.max_guest_sessions = 5).await;
     let member = common::client();
     app.register_as(&member, "ann").await;
@@ -307,4 +307,4 @@ async fn the_database_holds_at_most_max_guest_sessions(variant: Variant) {
     );
 }
 
-for_backends!(the_database_holds_at_most_max_guest_sessions => sqlite, postgres);
+for_backends!(the_store_holds_at_most_max_guest_sessions => sqlite, postgres, redis, redis_cluster);
