@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod leases;
+pub mod metrics;
 pub mod sandbox;
 pub mod session;
 pub mod startup;

@@ -370,6 +370,7 @@ impl TypedSession {
         }
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
+                crate::metrics::cas_retry();
                 // Lost to another instance: back off a little, at random, before trying again.
                 let pause = rand::random_range(0..=attempt);
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
@@ -402,8 +403,10 @@ impl TypedSession {
                 }
                 return Ok(out);
             }
+            crate::metrics::cas_conflict();
             (current, version) = self.reload(store, &loaded.k).await?;
         }
+        crate::metrics::cas_given_up();
         tracing::warn!("gave up a session change after {MAX_ATTEMPTS} conflicting saves");
         Err(ChangeError::Busy)
     }
