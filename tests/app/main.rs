@@ -13,6 +13,7 @@ mod config;
 mod hostile;
 mod instances;
 mod live;
+mod metrics;
 mod outage;
 mod parallel;
 mod session_store;
