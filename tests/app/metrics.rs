@@ -427,7 +427,77 @@ async fn request_ids_come_from_trusted_proxies_only(variant: Variant) {
     }
 }
 
+/// How many session loads this app's store has timed.
+async fn loads(app: &TestApp) -> f64 {
+    let backend = app.settings.session_backend.as_str();
+    let labels = [("backend", backend), ("operation", "load")];
+    let samples = scrape(app).await;
+    value(
+        &samples,
+        "statecart_session_store_duration_seconds_count",
+        &labels,
+    )
+    .expect("a load histogram")
+}
+
+/// A cart write on one instance that loses its compare-and-set to the other instance counts
+/// one conflict and one retry there, and still lands. The order is forced, not timed: the
+/// write's body is held back until its instance has loaded the session (its load count moves),
+/// then the other instance saves, then the body goes.
+async fn a_save_that_lost_to_another_instance_counts_a_conflict_and_a_retry(variant: Variant) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let a = spawn_app(variant).await;
+    let b = common::start(a.settings.clone(), a.data_dir.shared()).await;
+    a.register("twins").await;
+    let cookie = a.cookie().expect("session cookie");
+    let loaded_before = loads(&a).await;
+
+    let body = "product_id=2&quantity=1";
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", a.port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /cart/add HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: statecart={cookie}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        a.port,
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    // Wait (bounded, as a hang guard) until instance a has loaded the session for it.
+    let mut polls = 0;
+    while loads(&a).await == loaded_before {
+        polls += 1;
+        assert!(polls < 600, "instance a never loaded the session");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let other = common::client_with_cookie(&cookie)
+        .post(b.url("/cart/add"))
+        .form(&[("product_id", "3"), ("quantity", "1")])
+        .send()
+        .await
+        .expect("POST to b");
+    assert_eq!(other.status(), StatusCode::SEE_OTHER);
+    slow.write_all(body.as_bytes()).await.expect("body");
+    let mut answer = Vec::new();
+    slow.read_to_end(&mut answer).await.expect("answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+
+    let samples = scrape(&a).await;
+    let backend = [("backend", a.settings.session_backend.as_str())];
+    let counter = |name| value(&samples, name, &backend);
+    assert_eq!(counter("statecart_session_cas_conflicts_total"), Some(1.0));
+    assert_eq!(counter("statecart_session_cas_retries_total"), Some(1.0));
+    assert_eq!(counter("statecart_session_cas_given_up_total"), Some(0.0));
+    let mut cart = a.cart_of(&common::client_with_cookie(&cookie)).await;
+    cart.sort_unstable();
+    assert_eq!(cart, vec![(2, 1), (3, 1)], "both writes landed");
+}
+
 for_each_backend!(after_traffic_every_expected_family_is_there);
+// Two instances share the session only where the store is shared (not memory, not cookie).
+for_backends!(a_save_that_lost_to_another_instance_counts_a_conflict_and_a_retry => sqlite, postgres, redis);
 for_backends!(random_paths_add_at_most_ten_series => cookie, memory, sqlite);
 for_backends!(metrics_sets_no_cookie_and_is_not_stored => cookie, memory, sqlite);
 for_backends!(metrics_listen_moves_metrics_to_their_own_listener => memory, sqlite);
