@@ -57,6 +57,18 @@ pub struct LiveMetrics {
     pub leases_expired: AtomicU64,
 }
 
+impl LiveMetrics {
+    /// `change` events sent so far.
+    pub fn events_sent(&self) -> u64 {
+        self.events_sent.load(Ordering::Relaxed)
+    }
+
+    /// Leases ended so far.
+    pub fn leases_expired(&self) -> u64 {
+        self.leases_expired.load(Ordering::Relaxed)
+    }
+}
+
 /// The bounded registry of live subscriptions of this process.
 pub struct LiveHub {
     registry: Mutex<Registry>,

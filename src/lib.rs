@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod leases;
 pub mod lifecycle;
+pub mod metrics;
 pub mod sandbox;
 pub mod session;
 pub mod startup;

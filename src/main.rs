@@ -3,7 +3,11 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use statecart::{Settings, config::RawSettings, db::Db};
+use statecart::{
+    Settings,
+    config::{LogFormat, RawSettings},
+    db::Db,
+};
 
 #[derive(Parser)]
 #[command(
@@ -83,7 +87,6 @@ enum AdminAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     // A new key needs no settings: it is what one asks for when the configured key is bad.
     if let Some(Command::Key {
         action: KeyAction::New,
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_tracing(settings.log_format);
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => statecart::run(settings).await.map(|()| ExitCode::SUCCESS),
@@ -155,12 +159,23 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing() {
+/// Logs to stderr, as text or as one JSON object per line (`log_format`); set after the
+/// settings are read, so a config mistake is still one plain line.
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The request span (request id, method, path) rides in every line of the request.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

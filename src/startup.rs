@@ -1,6 +1,6 @@
 //! Builds the server: the route table, with the stateless half outside any session middleware.
 
-use std::{net::TcpListener, time::Instant};
+use std::net::TcpListener;
 
 use actix_session::{
     SessionMiddleware,
@@ -8,15 +8,13 @@ use actix_session::{
 };
 use actix_web::{
     App, HttpServer, Route,
-    body::MessageBody,
     cookie::{Key, SameSite},
-    dev::{Server, ServerHandle, ServiceRequest, ServiceResponse},
+    dev::{Server, ServerHandle},
     http::header,
-    middleware::{DefaultHeaders, Next, from_fn},
+    middleware::{DefaultHeaders, from_fn},
     web,
 };
 use anyhow::Context as _;
-use tracing::Instrument as _;
 
 use std::sync::Arc;
 
@@ -26,11 +24,12 @@ use crate::{
     domain::{accounts, catalog, secs, snapshot::Catalog},
     leases::LiveHub,
     lifecycle::{self, Lifecycle},
+    metrics::Metrics,
     session::{self, Store, guests::GuestGate},
     web::{
         Site, account, admin, auth, body, cart, errors,
         guard::{self, LoginLimits},
-        inspector, live, orders,
+        inspector, live, observe, orders,
         public::{
             assets, health, metrics,
             pages::{self, PublicPages},
@@ -56,6 +55,8 @@ pub struct Application {
     background: Vec<tokio::task::JoinHandle<()>>,
     hub: Arc<LiveHub>,
     lifecycle: Lifecycle,
+    /// The listener of `/metrics` alone, when `metrics_listen` is set.
+    metrics_server: Option<(u16, Server)>,
 }
 
 /// Stops a running [`Application`]: ends every live lease (their streams close with
@@ -63,6 +64,7 @@ pub struct Application {
 #[derive(Clone)]
 pub struct Stopper {
     server: ServerHandle,
+    metrics_server: Option<ServerHandle>,
     hub: Arc<LiveHub>,
     lifecycle: Lifecycle,
 }
@@ -78,6 +80,9 @@ impl Stopper {
     pub async fn stop(&self, graceful: bool) {
         self.hub.end_all();
         self.server.stop(graceful).await;
+        if let Some(metrics) = &self.metrics_server {
+            metrics.stop(graceful).await;
+        }
     }
 }
 
@@ -124,6 +129,14 @@ impl Application {
         let catalog = Catalog::load(db.clone())
             .await
             .context("reading the catalog")?;
+        let metrics = web::Data::new(
+            Metrics::new(
+                settings.session_backend,
+                Arc::clone(&hub),
+                Arc::clone(&catalog),
+            )
+            .context("registering metrics")?,
+        );
         // The catalog snapshot is loaded; the store may still be making its first connection
         // (Redis connects lazily). Make it now, before listening, so the first `/healthz` 200
         // means the first request is served without a 503; when it cannot, start anyway and
@@ -174,6 +187,15 @@ impl Application {
         let public_pages = web::Data::new(PublicPages::default());
         let lifecycle_data = web::Data::new(lifecycle.clone());
         let instance = settings.instance.clone();
+        let metrics_server = match settings.metrics_listen {
+            Some(address) => Some(metrics_server(
+                address,
+                metrics.clone(),
+                store_data.clone(),
+            )?),
+            None => None,
+        };
+        let metrics_here = metrics_server.is_none();
 
         let server = HttpServer::new(move || {
             let sessions = session_middleware(&store, &key, &settings);
@@ -193,13 +215,14 @@ impl Application {
                 .app_data(catalog_data.clone())
                 .app_data(public_pages.clone())
                 .app_data(lifecycle_data.clone())
+                .app_data(metrics.clone())
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT_BYTES))
                 .wrap(from_fn(body::time_out_slow_bodies))
                 .wrap(from_fn(errors::render_error_pages))
                 .wrap(default_headers(&instance))
-                .wrap(from_fn(log_request))
+                .wrap(from_fn(observe::observe))
                 .wrap(from_fn(lifecycle::close_while_draining))
-                .configure(|cfg| routes(cfg, sessions))
+                .configure(|cfg| routes(cfg, sessions, metrics_here))
         })
         .listen(listener)?
         // Signals are handled by `lib::run`, which drains first (see `lifecycle`) and ends live
@@ -215,6 +238,7 @@ impl Application {
             background,
             hub,
             lifecycle,
+            metrics_server,
         })
     }
 
@@ -223,10 +247,16 @@ impl Application {
         self.port
     }
 
+    /// The port of the `/metrics` listener, when `metrics_listen` gave it one of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
+    }
+
     /// A handle to stop the server gracefully.
     pub fn handle(&self) -> Stopper {
         Stopper {
             server: self.server.handle(),
+            metrics_server: self.metrics_server.as_ref().map(|(_, s)| s.handle()),
             hub: Arc::clone(&self.hub),
             lifecycle: self.lifecycle.clone(),
         }
@@ -234,7 +264,13 @@ impl Application {
 
     /// Serves until stopped (SIGINT/SIGTERM or the handle), then closes the database pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let result = match self.metrics_server {
+            Some((_, metrics)) => {
+                let (shop, metrics) = futures_util::future::join(self.server, metrics).await;
+                shop.and(metrics)
+            }
+            None => self.server.await,
+        };
         tracing::info!("requests finished; closing the database pool");
         for task in &self.background {
             task.abort();
@@ -314,9 +350,35 @@ fn spawn_housekeeping(
     })
 }
 
+/// `/metrics` on a listener of its own (`metrics_listen`): the shop's port is public, metrics
+/// are for the operator, so this address can stay on a private network or behind a firewall.
+/// One worker: a scrape every few seconds needs no more.
+fn metrics_server(
+    address: std::net::SocketAddr,
+    metrics: web::Data<Metrics>,
+    store: web::Data<Store>,
+) -> anyhow::Result<(u16, Server)> {
+    let listener =
+        TcpListener::bind(address).with_context(|| format!("binding metrics_listen {address}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "metrics on http://{bound}/metrics");
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .app_data(store.clone())
+            .service(web::resource("/metrics").route(get_or_head().to(metrics::metrics)))
+    })
+    .workers(1)
+    .listen(listener)?
+    .disable_signals()
+    .run();
+    Ok((bound.port(), server))
+}
+
 /// The whole route table. The stateless half comes first and sees no session; every other
 /// path falls through to the stateful scope, the only one wrapped in the session middleware.
-fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
+/// `/metrics` is here unless `metrics_listen` gave it a listener of its own.
+fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>, metrics_here: bool) {
     // Stateless: public, cacheable, never a cookie.
     cfg.service(web::resource("/").route(get_or_head().to(pages::home)))
         .service(web::resource("/about").route(get_or_head().to(pages::about)))
@@ -327,8 +389,10 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>) {
         .service(web::resource("/products.json").route(get_or_head().to(pages::products_json)))
         .service(web::resource("/products/{id}").route(get_or_head().to(pages::product)))
         .service(web::resource("/static/{name}").route(get_or_head().to(assets::serve)))
-        .service(web::resource("/healthz").route(get_or_head().to(health::healthz)))
-        .service(web::resource("/metrics").route(get_or_head().to(metrics::metrics)));
+        .service(web::resource("/healthz").route(get_or_head().to(health::healthz)));
+    if metrics_here {
+        cfg.service(web::resource("/metrics").route(get_or_head().to(metrics::metrics)));
+    }
 
     // Stateful. Middleware, outermost first: refuse cross-site forms, note the client address
     // (new guest sessions are limited by it), turn a store failure into 503, load/save the
@@ -386,24 +450,4 @@ fn get_or_head() -> Route {
 
 async fn not_found() -> Result<actix_web::HttpResponse, errors::AppError> {
     Err(errors::AppError::NotFound)
-}
-
-/// One span per request; one line when it completes with status and latency.
-async fn log_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let span = tracing::info_span!(
-        "request",
-        method = %req.method(),
-        path = %req.path(),
-    );
-    let started = Instant::now();
-    let res = next.call(req).instrument(span.clone()).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| match &res {
-        Ok(res) => tracing::info!(status = res.status().as_u16(), latency_ms, "done"),
-        Err(err) => tracing::warn!(error = %err, latency_ms, "failed"),
-    });
-    res
 }

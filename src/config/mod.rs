@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use ipnet::IpNet;
 use rules::{
-    Count, Dir, Each, InstanceName, KeyPrefix, Parsed, PreviousKeys, RedisUrl, Rule, Secs,
-    SessionKey,
+    Count, Dir, Each, InstanceName, KeyPrefix, MetricsListen, Parsed, PreviousKeys, RedisUrl, Rule,
+    Secs, SessionKey,
 };
 pub use rules::{DatabaseUrl, Dialect, decode_session_key, mask_url};
 
@@ -64,6 +64,25 @@ impl SessionBackend {
 impl fmt::Display for SessionBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, with the request span's fields (request id, method, path),
+    /// for a log pipeline that joins a fleet's lines.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
     }
 }
 
@@ -248,6 +267,12 @@ settings! {
     shutdown_drain_secs => shutdown_drain: Secs<0, 600> = secs(5),
         "`5`",
         "On SIGTERM or SIGINT: how long /healthz answers 503 while the server goes on serving, every response closing its connection, before it stops accepting; 0 stops at once";
+    metrics_listen => metrics_listen: Parsed<MetricsListen> = None,
+        "empty (on `listen`)",
+        "Address of a listener of its own for /metrics (then not served on listen); empty serves it on listen";
+    log_format => log_format: Parsed<LogFormat> = LogFormat::Text,
+        "`text`",
+        "Log lines on stderr: text or json (one object per line, with the request id)";
 }
 
 fn secs(n: u64) -> std::time::Duration {

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 
-use super::SessionBackend;
+use super::{LogFormat, SessionBackend};
 
 /// One key's rule.
 pub trait Rule {
@@ -417,6 +417,32 @@ fn within(value: u64, min: u64, max: u64) -> Result<u64, String> {
         Err(format!("must be at least {min}"))
     } else {
         Err(format!("is {value}; allowed: {min} to {max}"))
+    }
+}
+
+/// An address of its own for `/metrics`, or empty for "on the shop's `listen`".
+pub struct MetricsListen;
+
+impl TextRule for MetricsListen {
+    type Value = Option<SocketAddr>;
+    fn read(text: String) -> Result<Option<SocketAddr>, String> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        SocketAddr::from_text(text).map(Some)
+    }
+    fn show(value: &Option<SocketAddr>) -> String {
+        value.map_or_else(|| "<listen>".to_owned(), |addr| addr.to_string())
+    }
+}
+
+impl FromText for LogFormat {
+    fn from_text(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("is {text:?}; allowed values: text, json")),
+        }
     }
 }
 

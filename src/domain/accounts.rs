@@ -179,10 +179,12 @@ impl HashGate {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<anyhow::Result<T>, Busy> {
+        let queued = std::time::Instant::now();
         let permit = tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned())
             .await
-            .map_err(|_| Busy)?
-            .map_err(|_| Busy)?;
+            .map_err(|_| Busy)
+            .and_then(|acquired| acquired.map_err(|_| Busy))
+            .inspect_err(|_| crate::metrics::hash_queue_wait(queued.elapsed()))?;
         if self.threads == 0 {
             return Ok(Err(anyhow::anyhow!(
                 "no password-hashing thread is running"
@@ -190,9 +192,11 @@ impl HashGate {
         }
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
+            // The queue wait ends when a gate thread picks the hash up, not at the permit.
+            let waited = queued.elapsed();
             let out = work();
             drop(permit);
-            let _ = done.send(out);
+            let _ = done.send((waited, out));
         });
         if self.jobs.send(job).is_err() {
             return Ok(Err(anyhow::anyhow!(
@@ -201,6 +205,10 @@ impl HashGate {
         }
         Ok(result
             .await
+            .map(|(waited, out)| {
+                crate::metrics::hash_queue_wait(waited);
+                out
+            })
             .map_err(|_| anyhow::anyhow!("a password hash failed")))
     }
 }

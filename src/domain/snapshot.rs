@@ -10,7 +10,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use super::catalog::{self, Product, ProductId};
@@ -50,6 +53,8 @@ impl Snapshot {
 pub struct Catalog {
     db: Db,
     current: RwLock<Arc<Snapshot>>,
+    /// Snapshots made current so far (for /metrics).
+    rebuilds: AtomicU64,
 }
 
 impl Catalog {
@@ -58,6 +63,7 @@ impl Catalog {
         let catalog = Arc::new(Self {
             db,
             current: RwLock::new(Arc::default()),
+            rebuilds: AtomicU64::new(0),
         });
         catalog.refresh().await?;
         Ok(catalog)
@@ -78,7 +84,13 @@ impl Catalog {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if fresh.version >= current.version {
             *current = fresh;
+            self.rebuilds.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// How many snapshots were made current, the first one at start included.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(Ordering::Relaxed)
     }
 }

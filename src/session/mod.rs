@@ -24,6 +24,7 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     config::{SessionBackend, Settings},
     db::Db,
+    metrics::StoreOp,
 };
 pub use budget::{CookieBudget, ENCODING_MARGIN, MAX_COOKIE_BYTES};
 use memory::MemoryStore;
@@ -157,6 +158,7 @@ impl Store {
     /// The state of a live server-side session and its version (`None` on the cookie
     /// backend, which keeps nothing).
     pub async fn load_versioned(&self, key: &str) -> Result<Option<(State, u64)>, StoreError> {
+        let _timer = crate::metrics::store_op(StoreOp::Load);
         Ok(match self {
             Self::Cookie(_) => None,
             Self::Memory(m) => m.load_versioned(key).await,
@@ -173,6 +175,7 @@ impl Store {
         expected: u64,
         state: &State,
     ) -> Result<Option<u64>, StoreError> {
+        let _timer = crate::metrics::store_op(StoreOp::Save);
         Ok(match self {
             Self::Cookie(_) => None,
             Self::Memory(m) => m.swap(key, expected, state).await,
@@ -199,6 +202,7 @@ impl Store {
         &self,
         user_id: i64,
     ) -> Result<Option<Vec<SessionSummary>>, StoreError> {
+        let _timer = crate::metrics::store_op(StoreOp::List);
         Ok(match self {
             Self::Cookie(_) => None,
             Self::Memory(m) => Some(m.sessions_of(user_id).await),
@@ -209,6 +213,7 @@ impl Store {
 
     /// Ends every session of a user but `keep_sid`'s; returns how many ended.
     pub async fn revoke_others(&self, user_id: i64, keep_sid: &str) -> Result<u64, StoreError> {
+        let _timer = crate::metrics::store_op(StoreOp::Delete);
         Ok(match self {
             Self::Cookie(_) => 0,
             Self::Memory(m) => m.revoke_others(user_id, keep_sid).await,
@@ -363,6 +368,7 @@ impl SessionStore for Store {
     }
 
     async fn save(&self, mut state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+        let _timer = crate::metrics::store_op(StoreOp::Save);
         take_loaded(&mut state);
         match self {
             Self::Cookie(_) => CookieSessionStore::default().save(state, ttl).await,
@@ -389,6 +395,7 @@ impl SessionStore for Store {
                     .await
                     .map_err(|e| UpdateError::Other(e.into()))?;
                 if saved.is_none() {
+                    crate::metrics::cas_conflict();
                     tracing::warn!("a session save lost to a newer one and was dropped");
                 }
                 return Ok(key);
@@ -421,6 +428,7 @@ impl SessionStore for Store {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
+        let _timer = crate::metrics::store_op(StoreOp::Delete);
         match self {
             Self::Cookie(_) => Ok(()),
             _ => Ok(self.end(key.as_ref()).await?),

@@ -492,6 +492,7 @@ impl TypedSession {
         }
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
+                crate::metrics::cas_retry();
                 // Lost to another instance: back off a little, at random, before trying again.
                 let pause = rand::random_range(0..=attempt);
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
@@ -524,11 +525,13 @@ impl TypedSession {
                 }
                 return Ok(out);
             }
+            crate::metrics::cas_conflict();
             (current, version) = self.reload(store, &loaded.k).await?;
             if current.contains_key(MOVED) {
                 return Err(ChangeError::Moved);
             }
         }
+        crate::metrics::cas_given_up();
         tracing::warn!("gave up a session change after {MAX_ATTEMPTS} conflicting saves");
         Err(ChangeError::Busy)
     }
@@ -549,10 +552,10 @@ impl TypedSession {
     /// state hold a gate (the cookie backend keeps nothing to bound).
     async fn admit_guest<E>(&self) -> Result<(), ChangeError<E>> {
         match &self.guests {
-            Some((gate, address)) => gate
-                .admit(address.map(|a| a.0))
-                .await
-                .map_err(ChangeError::GuestRefused),
+            Some((gate, address)) => gate.admit(address.map(|a| a.0)).await.map_err(|why| {
+                crate::metrics::guest_refused();
+                ChangeError::GuestRefused(why)
+            }),
             None => Ok(()),
         }
     }

@@ -23,6 +23,7 @@ use crate::{
         cart::CartMerge,
         now_epoch, secs,
     },
+    metrics::{self, LoginOutcome},
     session::{
         Store,
         state::{Flash, SessionUser, TypedSession},
@@ -178,6 +179,7 @@ pub async fn login(
     let next = safe_next(form.next.as_deref());
     let address = client::address(&req, &settings.trusted_proxies);
     if let Some(retry_after_secs) = limits.throttled_for(&form.username, address).await {
+        metrics::login(LoginOutcome::Throttled);
         return Err(AppError::TooManyRequests {
             message: format!(
                 "Too many failed logins for this account from your address. Please wait {retry_after_secs} seconds and try again."
@@ -185,7 +187,8 @@ pub async fn login(
             retry_after_secs,
         });
     }
-    match accounts::authenticate(&db, &form.username, &form.password).await? {
+    let answer = accounts::authenticate(&db, &form.username, &form.password).await;
+    match metrics::counted_login(answer)? {
         Some(user) => {
             limits.clear_failures(&form.username, address).await;
             let epoch = session.login_epoch(user.id).await?;

@@ -229,6 +229,9 @@ pub async fn limit_login_posts(
                 ),
                 retry_after_secs,
             };
+            if req.match_pattern().as_deref() == Some("/login") {
+                crate::metrics::login(crate::metrics::LoginOutcome::Throttled);
+            }
             return Ok(req.error_response(refusal).map_into_right_body());
         }
     }

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod http;
 pub mod inspector;
 pub mod live;
+pub mod observe;
 pub mod orders;
 pub mod public;
 

@@ -31,7 +31,15 @@ fn effective_config(mut cmd: Command) -> String {
     }
     let _ = child.kill();
     let _ = child.wait();
-    found.expect("the effective config is logged at start")
+    let line = found.expect("the effective config is logged at start");
+    // With `log_format = "json"` the line is an object; the config is its `config` field.
+    match serde_json::from_str::<serde_json::Value>(&line) {
+        Ok(object) => object["fields"]["config"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a JSON log line without fields.config: {line}"))
+            .to_owned(),
+        Err(_) => line,
+    }
 }
 
 #[test]
@@ -330,6 +338,11 @@ fn a_value_for_every_key(dir: &std::path::Path) -> Vec<(&'static str, String, St
         ("body_read_timeout_secs", given_and_shown("11", "11")),
         ("admin_reauth_secs", given_and_shown("301", "301")),
         ("shutdown_drain_secs", given_and_shown("7", "7")),
+        (
+            "metrics_listen",
+            given_and_shown("127.0.0.1:0", "127.0.0.1:0"),
+        ),
+        ("log_format", given_and_shown("json", "json")),
     ];
     let mut names: Vec<&str> = rows.iter().map(|(name, _)| *name).collect();
     let mut keys: Vec<&str> = statecart::config::KEYS.iter().map(|k| k.name).collect();

@@ -16,6 +16,7 @@ mod edges;
 mod hostile;
 mod instances;
 mod live;
+mod metrics;
 mod outage;
 mod parallel;
 mod session_store;

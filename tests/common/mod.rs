@@ -80,6 +80,8 @@ impl Variant {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The `/metrics` listener's port, when `metrics_listen` gave it one of its own.
+    pub metrics_port: Option<u16>,
     pub client: reqwest::Client,
     pub jar: Arc<Jar>,
     pub settings: Settings,
@@ -177,12 +179,14 @@ pub async fn start(settings: Settings, data_dir: DataDir) -> TestApp {
         .await
         .expect("app builds");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());
     let (client, jar) = client_and_jar();
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_port,
         client,
         jar,
         settings,

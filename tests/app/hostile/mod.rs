@@ -5,6 +5,7 @@
 
 mod driver;
 
+mod cardinality;
 mod cookies;
 mod forms;
 mod limits;
