@@ -48,8 +48,10 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 const BUCKET: Duration = Duration::from_millis(250);
 /// Cart units a shopper collects before clearing the cart (a line holds at most 99).
 const CLEAR_AT: u32 = 20;
-/// The settings every fleet instance runs with on top of the sandbox's.
-const FLEET_SETTINGS: [(&str, &str); 0] = [];
+/// The settings every fleet instance runs with on top of the sandbox's: a drain a little
+/// longer than the balancer needs to see it (several health checks), so a rolling restart
+/// takes seconds, not the default 5 per instance.
+const FLEET_SETTINGS: [(&str, &str); 1] = [("shutdown_drain_secs", "1")];
 
 /// What the fleet goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -404,6 +404,84 @@ fn speed_chart(
     }
 }
 
+/// One fleet part as a strip of quarter-second columns: requests answered well (green) and
+/// failures (red) stacked, with a mark where the disruption began and a shade while it lasted.
+pub struct Timeline {
+    /// `sqlite: rolling restart (round-robin)`.
+    pub title: String,
+    /// Width of the strip.
+    pub width: f64,
+    /// Height of the strip.
+    pub height: f64,
+    /// One stacked column per bucket.
+    pub columns: Vec<TimelineColumn>,
+    /// The disruption's span, in x.
+    pub disrupted_from: f64,
+    /// Width of that span.
+    pub disrupted_width: f64,
+}
+
+/// One bucket of a [`Timeline`].
+pub struct TimelineColumn {
+    /// Left edge.
+    pub x: f64,
+    /// Column width.
+    pub w: f64,
+    /// Top of the green part, and its height.
+    pub ok_y: f64,
+    /// Height of the green part.
+    pub ok_h: f64,
+    /// Top of the red part.
+    pub failed_y: f64,
+    /// Height of the red part.
+    pub failed_h: f64,
+    /// Tooltip.
+    pub title: String,
+}
+
+impl Timeline {
+    const HEIGHT: f64 = 60.0;
+    const COLUMN: f64 = 6.0;
+
+    fn of(variant: &str, part: &super::report::FleetPart) -> Self {
+        let most = part
+            .timeline
+            .iter()
+            .map(|b| b.ok + b.failed)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let scale = Self::HEIGHT / f64::from(most);
+        let columns = part
+            .timeline
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let ok_h = f64::from(b.ok) * scale;
+                let failed_h = f64::from(b.failed) * scale;
+                TimelineColumn {
+                    x: i as f64 * Self::COLUMN,
+                    w: Self::COLUMN - 1.0,
+                    ok_y: Self::HEIGHT - ok_h,
+                    ok_h,
+                    failed_y: Self::HEIGHT - ok_h - failed_h,
+                    failed_h,
+                    title: format!("{:.2} s: {} ok, {} failed", b.at_secs, b.ok, b.failed),
+                }
+            })
+            .collect::<Vec<_>>();
+        let per_sec = Self::COLUMN * 4.0;
+        Self {
+            title: format!("{variant}: {} ({})", part.part, part.routing.as_str()),
+            width: (columns.len() as f64 * Self::COLUMN).max(Self::COLUMN),
+            height: Self::HEIGHT,
+            columns,
+            disrupted_from: part.disrupted_at_secs * per_sec,
+            disrupted_width: (part.disruption_secs * per_sec).max(1.0),
+        }
+    }
+}
+
 /// A table of details below a chart: a row per backend (or per backend and scenario).
 pub struct DetailTable {
     /// Its `data-test` name.
@@ -457,6 +535,8 @@ struct ReportPage<'a> {
     footprint: DetailTable,
     parallel: DetailTable,
     guests: DetailTable,
+    fleet: DetailTable,
+    timelines: Vec<Timeline>,
     speed: DetailTable,
     line_charts: Vec<LineChart>,
     bar_charts: Vec<BarChart>,
@@ -524,6 +604,53 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
             })
         },
     );
+    let fleet = DetailTable {
+        text_columns: 3,
+        ..DetailTable::new(
+            "fleet",
+            headers(&[
+                "backend",
+                "part",
+                "routing",
+                "requests",
+                "5xx",
+                "unanswered",
+                "shoppers logged out",
+                "adds lost",
+                "well again after (s)",
+            ]),
+            report,
+            |b| {
+                b.fleet.measured().map_or_else(Vec::new, |f| {
+                    f.parts
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.part.clone(),
+                                p.routing.as_str().to_owned(),
+                                p.requests.to_string(),
+                                p.server_errors.to_string(),
+                                p.unanswered.to_string(),
+                                format!("{} of {}", p.shoppers_logged_out, p.shoppers),
+                                p.adds_lost.to_string(),
+                                format!("{:.1}", p.recovered_after_secs),
+                            ]
+                        })
+                        .collect()
+                })
+            },
+        )
+    };
+    let timelines = report
+        .backends
+        .iter()
+        .flat_map(|b| {
+            b.fleet
+                .measured()
+                .into_iter()
+                .flat_map(|f| f.parts.iter().map(|p| Timeline::of(&b.variant, p)))
+        })
+        .collect();
     let speed = DetailTable {
         text_columns: 3,
         ..DetailTable::new(
@@ -553,6 +680,8 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
         footprint,
         parallel,
         guests,
+        fleet,
+        timelines,
         speed,
         line_charts: vec![
             footprint_chart(

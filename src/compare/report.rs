@@ -83,8 +83,7 @@ pub struct BackendReport {
     /// 9. Anonymous carts: what guests cost and what a restart leaves of them.
     #[serde(default = "not_run")]
     pub guests: Outcome<Guests>,
-    /// 10. A fleet of instances behind a balancer through an instance loss and a rolling
-    /// restart: what the shoppers lose.
+    /// 10. The fleet: what shoppers lose when an instance dies or a deploy rolls.
     #[serde(default = "not_run")]
     pub fleet: Outcome<Fleet>,
 }

@@ -287,9 +287,8 @@ impl RedisStore {
                 .await?;
             if created.is_some() {
                 if state::user_id_of(state).is_none() && !state.contains_key(state::MOVED) {
-                    let expires = now_epoch().saturating_add(
-                        i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX / 2),
-                    );
+                    let expires = now_epoch()
+                        .saturating_add(i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX / 2));
                     let _: i64 = conn.zadd(self.guests_key(), &hash, expires).await?;
                 }
                 return Ok(key);

@@ -9,7 +9,7 @@ use std::{path::PathBuf, process::Command, sync::OnceLock};
 use common::{Variant, assert_no_set_cookie, spawn_app};
 use reqwest::StatusCode;
 use statecart::{
-    compare::report::{BackendReport, Report},
+    compare::report::{BackendReport, Report, Routing},
     config::SessionBackend,
 };
 
@@ -237,6 +237,56 @@ fn parallel_writes_lose_nothing_server_side_and_the_cookie_row_shows_its_loss() 
     assert!(table.contains("CPU us/req"), "{table}");
     assert!(table.contains("parallel writes"), "{table}");
     assert!(table.contains("lost 0 of"), "{table}");
+}
+
+#[test]
+fn a_fleet_shows_what_each_backend_loses_when_instances_die_or_roll() {
+    for b in BACKENDS {
+        let fleet = backend(b).fleet.measured().expect("fleet ran");
+        let part = |name: &str, routing: Routing| {
+            fleet
+                .parts
+                .iter()
+                .find(|p| p.part == name && p.routing == routing)
+                .unwrap_or_else(|| panic!("{b}: no {name} ({routing:?}) in {fleet:?}"))
+        };
+        for p in &fleet.parts {
+            assert_eq!(p.instances, 3, "{b}");
+            assert!(p.requests > 0, "{b}: shoppers shopped: {p:?}");
+            assert!(!p.timeline.is_empty(), "{b}: a timeline");
+        }
+        let lost = part("instance lost", Routing::RoundRobin);
+        let rolled = part("rolling restart", Routing::RoundRobin);
+        if b.promises().shared_by_instances {
+            // Any instance opens any session: a lost instance costs only what was in flight.
+            for p in [lost, rolled] {
+                assert_eq!(p.shoppers_logged_out, 0, "{b}: {p:?}");
+                assert_eq!(p.adds_lost, 0, "{b}: {p:?}");
+            }
+            // Drained, health-checked, restarted one by one: nothing dropped at all.
+            assert_eq!(
+                rolled.unanswered + rolled.server_errors,
+                0,
+                "{b}: {rolled:?}"
+            );
+        } else {
+            // memory: round-robin sends shoppers where their session is not.
+            assert!(lost.shoppers_logged_out > 0, "{b}: {lost:?}");
+            let sticky = part("instance lost", Routing::Sticky);
+            assert!(
+                sticky.shoppers_logged_out > 0,
+                "{b}: the killed instance's shoppers lose their sessions: {sticky:?}"
+            );
+            let sticky_rolled = part("rolling restart", Routing::Sticky);
+            assert!(
+                sticky_rolled.shoppers_logged_out > 0,
+                "{b}: {sticky_rolled:?}"
+            );
+        }
+    }
+    let html = std::fs::read_to_string(run().out.join("report.html")).expect("report.html");
+    assert!(html.contains(r#"data-test="fleet""#));
+    assert!(html.contains(r#"data-test="fleet-timelines""#));
 }
 
 #[test]
