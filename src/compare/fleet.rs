@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     config::SessionBackend,
-    sandbox::{Instance, Signal},
+    sandbox::{ClusterShape, Instance, RedisCluster, Signal},
 };
 
 /// Instances in the fleet.
@@ -60,6 +60,8 @@ pub enum Disruption {
     InstanceLost,
     /// Every instance in turn gets SIGTERM, ends, and is started again.
     RollingRestart,
+    /// A master of the Redis Cluster the fleet shares is killed; its replica takes over.
+    StoreFailover,
 }
 
 impl Disruption {
@@ -68,9 +70,20 @@ impl Disruption {
         match self {
             Self::InstanceLost => "instance lost",
             Self::RollingRestart => "rolling restart",
+            Self::StoreFailover => "store failover",
         }
     }
 }
+
+/// The cluster of the store-failover part: 3 masters with a replica each, and a node timeout
+/// short enough for a failover within seconds.
+const FAILOVER_CLUSTER: ClusterShape = ClusterShape {
+    masters: 3,
+    replicas_per_master: 1,
+    node_timeout: Duration::from_secs(2),
+};
+/// How long the cluster may take to be whole again after its master was killed.
+const FAILOVER_WITHIN: Duration = Duration::from_secs(30);
 
 /// One instance's place behind the balancer.
 #[derive(Default)]
@@ -301,16 +314,21 @@ fn units(view: &SessionJson, product: i64) -> u32 {
         .sum()
 }
 
-/// Starts instance `index` of the fleet in `sandbox`.
+/// Starts instance `index` of the fleet in `sandbox`, on `cluster` when given.
 async fn start(
     binary: &std::path::Path,
     sandbox: &Sandbox,
     index: usize,
+    cluster: Option<&RedisCluster>,
 ) -> anyhow::Result<Instance> {
-    let settings: Vec<(&'static str, String)> = FLEET_SETTINGS
+    let mut settings: Vec<(&'static str, String)> = FLEET_SETTINGS
         .iter()
         .map(|&(k, v)| (k, v.to_owned()))
         .collect();
+    if let Some(cluster) = cluster {
+        settings.push(("redis_url", cluster.url()));
+        settings.push(("redis_cluster", "true".to_owned()));
+    }
     sandbox
         .start(binary, &format!("fleet-{index}"), &settings)
         .await
@@ -332,10 +350,33 @@ pub async fn experiment(
     for routing in routings {
         for disruption in [Disruption::InstanceLost, Disruption::RollingRestart] {
             let tag = parts.len();
-            parts.push(part(binary, sandbox, routing, disruption, tag).await?);
+            parts.push(part(binary, sandbox, routing, disruption, tag, None).await?);
         }
     }
-    Ok(Fleet { parts })
+    let mut notes = Vec::new();
+    if backend == SessionBackend::Redis {
+        // The same fleet on a Redis Cluster of its own (`redis_cluster`), a master killed.
+        match RedisCluster::start(FAILOVER_CLUSTER).await {
+            Ok(mut cluster) => {
+                let tag = parts.len();
+                parts.push(
+                    part(
+                        binary,
+                        sandbox,
+                        Routing::RoundRobin,
+                        Disruption::StoreFailover,
+                        tag,
+                        Some(&mut cluster),
+                    )
+                    .await?,
+                );
+            }
+            Err(err) => notes.push(format!(
+                "store failover not run: no local Redis Cluster could be started ({err:#})"
+            )),
+        }
+    }
+    Ok(Fleet { parts, notes })
 }
 
 /// One part of the fleet experiment: [`SHOPPERS`] shoppers on [`FLEET_SIZE`] instances behind
@@ -346,10 +387,13 @@ async fn part(
     routing: Routing,
     disruption: Disruption,
     tag: usize,
+    mut cluster: Option<&mut RedisCluster>,
 ) -> anyhow::Result<FleetPart> {
     let mut instances = Vec::with_capacity(FLEET_SIZE);
     for index in 0..FLEET_SIZE {
-        instances.push(Some(start(binary, sandbox, index).await?));
+        instances.push(Some(
+            start(binary, sandbox, index, cluster.as_deref()).await?,
+        ));
     }
     let balancer = Arc::new(Balancer {
         slots: Mutex::new(
@@ -420,7 +464,10 @@ async fn part(
 
     tokio::time::sleep(SETTLE).await;
     let disrupted_at = log.started.elapsed();
-    let disrupted = disrupt(binary, sandbox, &balancer, &mut instances, disruption).await;
+    let disrupted = match cluster.as_deref_mut() {
+        Some(cluster) => fail_over(cluster).await,
+        None => disrupt(binary, sandbox, &balancer, &mut instances, disruption).await,
+    };
     let disruption_secs = (log.started.elapsed() - disrupted_at).as_secs_f64();
     tokio::time::sleep(SETTLE).await;
     stop.store(true, Ordering::Relaxed);
@@ -446,6 +493,16 @@ async fn part(
     ))
 }
 
+/// Kills the first master of `cluster` and waits (bounded) until its replica took over.
+async fn fail_over(cluster: &mut RedisCluster) -> anyhow::Result<()> {
+    let master = *cluster
+        .master_ports()
+        .first()
+        .context("the cluster has a master")?;
+    cluster.kill(master)?;
+    cluster.wait_ok(FAILOVER_WITHIN).await
+}
+
 /// Carries out `disruption` on the running fleet.
 async fn disrupt(
     binary: &std::path::Path,
@@ -457,6 +514,7 @@ async fn disrupt(
     let victims: Vec<usize> = match disruption {
         Disruption::InstanceLost => vec![1],
         Disruption::RollingRestart => (0..FLEET_SIZE).collect(),
+        Disruption::StoreFailover => Vec::new(),
     };
     for index in victims {
         let instance = instances[index].take().context("the instance runs")?;
@@ -466,13 +524,13 @@ async fn disrupt(
                 balancer.set(index, None);
                 tokio::time::sleep(DOWN_FOR).await;
             }
-            Disruption::RollingRestart => {
+            Disruption::RollingRestart | Disruption::StoreFailover => {
                 // The balancer keeps it until its health check says it drains or it is gone.
                 instance.stop(Signal::Term).await?;
                 balancer.set(index, None);
             }
         }
-        let again = start(binary, sandbox, index).await?;
+        let again = start(binary, sandbox, index, None).await?;
         balancer.set(index, Some(again.base().to_owned()));
         instances[index] = Some(again);
         // Like a deploy tool, wait until the balancer sees it healthy before the next one.

@@ -111,14 +111,18 @@ impl Routing {
 /// The fleet experiment: one entry per part and routing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fleet {
-    /// `instance lost` and `rolling restart`, round-robin (and sticky on memory).
+    /// `instance lost` and `rolling restart`, round-robin (and sticky on memory); on redis
+    /// also `store failover`, on a Redis Cluster.
     pub parts: Vec<FleetPart>,
+    /// Parts that could not run here, and why.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// What the shoppers of one fleet part saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetPart {
-    /// `instance lost`, `rolling restart`.
+    /// `instance lost`, `rolling restart` or `store failover`.
     pub part: String,
     /// How the balancer routed.
     pub routing: Routing,
@@ -464,7 +468,13 @@ impl Report {
             .failures()
             .into_iter()
             .map(|(backend, name, why)| format!("{backend} {name} failed: {why}"));
-        skipped.chain(failed).collect()
+        let fleet = self.backends.iter().flat_map(|b| {
+            b.fleet
+                .measured()
+                .into_iter()
+                .flat_map(|f| f.notes.iter().map(|n| format!("{} fleet: {n}", b.variant)))
+        });
+        skipped.chain(failed).chain(fleet).collect()
     }
 
     /// Every failed experiment as `(variant, experiment, why)`.

@@ -37,6 +37,11 @@ fn run() -> &'static Run {
 }
 
 fn compare() -> Result<Run, String> {
+    compare_with(&["--backends", "cookie,memory,database"])
+}
+
+/// `statecart compare` with `args` on top of a short run's, in a temp dir of its own.
+fn compare_with(args: &[&str]) -> Result<Run, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let out = dir.path().join("out");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_statecart"));
@@ -47,8 +52,8 @@ fn compare() -> Result<Run, String> {
     }
     let output = cmd
         .arg("compare")
-        .args(["--backends", "cookie,memory,database", "--duration", "1"])
-        .args(["--guests", "40"])
+        .args(args)
+        .args(["--duration", "1", "--guests", "40"])
         .arg("--out")
         .arg(&out)
         .arg("--data-dir")
@@ -287,6 +292,29 @@ fn a_fleet_shows_what_each_backend_loses_when_instances_die_or_roll() {
     let html = std::fs::read_to_string(run().out.join("report.html")).expect("report.html");
     assert!(html.contains(r#"data-test="fleet""#));
     assert!(html.contains(r#"data-test="fleet-timelines""#));
+}
+
+/// The redis backend's fleet also goes through a failover of a Redis Cluster master (the
+/// experiment starts a cluster of its own): answers are 503 at worst, nobody is logged out and
+/// no acknowledged add is lost once the replica took over.
+#[test]
+fn on_redis_the_fleet_rides_out_a_cluster_master_failover() {
+    let Some(url) = common::services::service_url(common::services::REDIS_ENV) else {
+        return;
+    };
+    let run = compare_with(&["--backends", "redis", "--redis-url", &url])
+        .unwrap_or_else(|why| panic!("{why}"));
+    let redis = &run.report.backends[0];
+    let fleet = redis.fleet.measured().expect("the fleet ran on redis");
+    let failover = fleet
+        .parts
+        .iter()
+        .find(|p| p.part == "store failover")
+        .unwrap_or_else(|| panic!("a store failover part: {fleet:?}"));
+    assert!(failover.requests > 0, "{failover:?}");
+    assert_eq!(failover.unanswered, 0, "{failover:?}");
+    assert_eq!(failover.shoppers_logged_out, 0, "{failover:?}");
+    assert_eq!(failover.adds_lost, 0, "{failover:?}");
 }
 
 #[test]
