@@ -387,7 +387,7 @@ async fn part(
     routing: Routing,
     disruption: Disruption,
     tag: usize,
-    mut cluster: Option<&mut RedisCluster>,
+    cluster: Option<&mut RedisCluster>,
 ) -> anyhow::Result<FleetPart> {
     let mut instances = Vec::with_capacity(FLEET_SIZE);
     for index in 0..FLEET_SIZE {
@@ -464,7 +464,7 @@ async fn part(
 
     tokio::time::sleep(SETTLE).await;
     let disrupted_at = log.started.elapsed();
-    let disrupted = match cluster.as_deref_mut() {
+    let disrupted = match cluster {
         Some(cluster) => fail_over(cluster).await,
         None => disrupt(binary, sandbox, &balancer, &mut instances, disruption).await,
     };
