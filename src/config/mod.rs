@@ -236,6 +236,9 @@ settings! {
     admin_reauth_secs => admin_reauth_after: Secs<0, DAY> = secs(300),
         "`300`",
         "Price and stock changes ask for the password again this long after login; 0 always asks";
+    max_sessions_per_user => max_sessions_per_user: Count<usize, 1, 10_000> = 20,
+        "`20`",
+        "Sessions one user keeps at once; a login beyond it ends the user's least recently active session";
 }
 
 fn secs(n: u64) -> std::time::Duration {

@@ -251,6 +251,7 @@ impl MemoryStore {
                     sid: meta.sid,
                     created_at: entry.created_at,
                     last_seen_at: meta.last_seen,
+                    device: meta.device,
                 });
             }
         }
@@ -270,6 +271,21 @@ impl MemoryStore {
             }
         }
         revoked
+    }
+
+    /// Deletes the session of `user_id` whose id is `sid`; whether there was one. Another
+    /// user's session is never found: only that user's own index is searched.
+    pub async fn revoke(&self, user_id: i64, sid: &str) -> bool {
+        for key in self.keys_of(user_id) {
+            let Some(entry) = self.cache.get(&key).await else {
+                continue;
+            };
+            if state::meta_of(&entry.state.unpack()).is_some_and(|m| m.sid == sid) {
+                self.cache.invalidate(&key).await;
+                return true;
+            }
+        }
+        false
     }
 
     /// Frees expired and evicted entries now (moka otherwise does it lazily).

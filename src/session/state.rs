@@ -25,6 +25,9 @@ pub const FLASH: &str = "flash";
 pub const CART: &str = "cart";
 /// Session key of a guest's last activity (a session with a cart and no login).
 pub const VISIT: &str = "visit";
+/// Session key of the one-shot note /account shows after a login ended older sessions of its
+/// user (`max_sessions_per_user`).
+pub const CAPPED: &str = "capped";
 
 /// Raw session state as actix-session stores it: JSON values by key.
 pub type State = HashMap<String, String>;
@@ -52,6 +55,10 @@ pub struct Meta {
     /// other sessions" moves the user's epoch past it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub epoch: i64,
+    /// The device label read from the User-Agent at login ("Firefox on Linux"), for /account.
+    /// Short on the wire: on the cookie backend every byte travels with each request.
+    #[serde(default, rename = "dev", skip_serializing_if = "String::is_empty")]
+    pub device: String,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -304,6 +311,7 @@ impl TypedSession {
                 issued_at: now,
                 last_seen: now,
                 epoch,
+                device: String::new(),
             }),
         );
         merge
@@ -443,6 +451,14 @@ impl TypedSession {
         Ok(notice.map(|n| Flash::error(n.text())))
     }
 
+    /// Takes the note /account shows once after a login ended older sessions, if any.
+    pub async fn take_capped_note(&self) -> Result<Option<String>, ChangeError<Infallible>> {
+        if !self.session.contains_key(CAPPED) {
+            return Ok(None);
+        }
+        self.change(|s| Ok(s.take_capped_note())).await
+    }
+
     /// The state without the store's bookkeeping, and that bookkeeping if the state was loaded
     /// from a server-side store.
     fn snapshot(&self) -> (State, Option<Loaded>) {
@@ -525,6 +541,14 @@ impl Draft<'_> {
         }
     }
 
+    /// Labels this login with the device it came from (see `domain::device`).
+    pub fn set_device(&mut self, device: &str) {
+        if let Some(mut meta) = self.meta() {
+            meta.device = device.to_owned();
+            self.0.insert(META.to_owned(), to_json(&meta));
+        }
+    }
+
     /// Records a guest's activity at `now`; never moves it backwards, and does nothing for a
     /// login or a session that is not a guest's.
     pub fn touch_visit(&mut self, now: i64) {
@@ -547,6 +571,18 @@ impl Draft<'_> {
     pub fn take_flash(&mut self) -> Option<Flash> {
         self.0
             .remove(FLASH)
+            .and_then(|v| serde_json::from_str(&v).ok())
+    }
+
+    /// Leaves the note /account shows once: this login ended older sessions of its user.
+    pub fn set_capped_note(&mut self, text: String) {
+        self.0.insert(CAPPED.to_owned(), to_json(&text));
+    }
+
+    /// Takes the note left by [`Draft::set_capped_note`].
+    pub fn take_capped_note(&mut self) -> Option<String> {
+        self.0
+            .remove(CAPPED)
             .and_then(|v| serde_json::from_str(&v).ok())
     }
 

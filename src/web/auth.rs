@@ -189,6 +189,8 @@ pub async fn login(
         Some(user) => {
             limits.clear_failures(&form.username, address).await;
             let epoch = session.login_epoch(user.id).await?;
+            let replaced = session.meta();
+            let user_id = user.id;
             let carried = session.log_in(
                 SessionUser {
                     id: user.id,
@@ -198,6 +200,7 @@ pub async fn login(
                 epoch,
                 settings.cart_max_lines,
             );
+            super::account::after_login(&req, &session, user_id, replaced).await?;
             if let Some(text) = carried.and_then(carried_cart_message) {
                 session.set_flash(Flash::info(text)).await?;
             }
@@ -222,6 +225,7 @@ pub async fn login(
 
 /// `POST /register`: creates the account and logs it in.
 pub async fn register(
+    req: HttpRequest,
     site: web::Data<Site>,
     db: web::Data<Db>,
     settings: web::Data<Settings>,
@@ -249,6 +253,8 @@ pub async fn register(
     };
     match accounts::register(&db, &username, password).await {
         Ok(user) => {
+            let replaced = session.meta();
+            let user_id = user.id;
             let carried = session.log_in(
                 SessionUser {
                     id: user.id,
@@ -258,6 +264,7 @@ pub async fn register(
                 0,
                 settings.cart_max_lines,
             );
+            super::account::after_login(&req, &session, user_id, replaced).await?;
             let mut welcome = format!("Welcome, {username}! Your account is ready.");
             if let Some(text) = carried.and_then(carried_cart_message) {
                 welcome = format!("{welcome} {text}");
