@@ -173,7 +173,10 @@ mod tests {
 
     #[test]
     fn the_label_never_carries_the_header_text() {
-        let hostile = format!("<script>alert(1)</script> Firefox/1 {}", "x".repeat(100_000));
+        let hostile = format!(
+            "<script>alert(1)</script> Firefox/1 {}",
+            "x".repeat(100_000)
+        );
         assert_eq!(of(&hostile), "Firefox");
         // Past the part that is read, nothing counts.
         assert_eq!(of(&format!("{} Firefox/1", "é".repeat(2000))), UNKNOWN);

@@ -454,4 +454,22 @@ mod tests {
         assert!(store.load(&other).await.is_none());
         assert!(store.load(&stranger).await.is_some());
     }
+
+    #[tokio::test]
+    async fn revoking_one_ends_that_session_of_that_user_only() {
+        let store = MemoryStore::new(100, Duration::from_secs(60));
+        let phone = store.save(login_state(7, "phone")).await;
+        let laptop = store.save(login_state(7, "laptop")).await;
+        let strangers = store.save(login_state(8, "phone2")).await;
+        assert!(
+            !store.revoke(8, "phone").await,
+            "another user's id is not found"
+        );
+        assert!(store.load(&phone).await.is_some());
+        assert!(store.revoke(7, "phone").await);
+        assert!(!store.revoke(7, "phone").await, "gone once");
+        assert!(store.load(&phone).await.is_none());
+        assert!(store.load(&laptop).await.is_some());
+        assert!(store.load(&strangers).await.is_some());
+    }
 }

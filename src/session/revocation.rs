@@ -79,11 +79,13 @@ impl Revocation {
     /// Records activity of a listed login; called only when the cookie's own last-seen time is
     /// rewritten (at most once a touch interval), never moving it backwards.
     pub async fn touch(&self, sid: &str, now: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE cookie_sessions SET last_seen_at = $2 WHERE sid = $1 AND last_seen_at < $2")
-            .bind(sid)
-            .bind(now)
-            .execute(&self.db.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE cookie_sessions SET last_seen_at = $2 WHERE sid = $1 AND last_seen_at < $2",
+        )
+        .bind(sid)
+        .bind(now)
+        .execute(&self.db.pool)
+        .await?;
         Ok(())
     }
 

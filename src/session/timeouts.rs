@@ -165,9 +165,7 @@ async fn keep_alive(
             Ok(None)
         }
         // Another request kept saving first: it recorded activity too.
-        Err(ChangeError::Refused(_) | ChangeError::TooLarge { .. } | ChangeError::Busy) => {
-            Ok(None)
-        }
+        Err(ChangeError::Refused(_) | ChangeError::TooLarge { .. } | ChangeError::Busy) => Ok(None),
         Err(ChangeError::Ended) => Ok(Some(Notice::Ended)),
         Err(ChangeError::Store(err)) => Err(AppError::from(err).into()),
     }

@@ -13,6 +13,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{Chrome, Site, errors::AppError, guard::LoggedIn, http::see_other, human_time};
+use crate::web::Tab;
 use crate::{
     config::Settings,
     domain::{device, secs},
@@ -21,7 +22,6 @@ use crate::{
         state::{ChangeError, Flash, Meta, TypedSession},
     },
 };
-use crate::web::Tab;
 
 /// One row of the sessions table.
 pub struct SessionRow {

@@ -316,6 +316,7 @@ fn a_value_for_every_key(dir: &std::path::Path) -> Vec<(&'static str, String, St
         ),
         ("body_read_timeout_secs", given_and_shown("11", "11")),
         ("admin_reauth_secs", given_and_shown("301", "301")),
+        ("max_sessions_per_user", given_and_shown("7", "7")),
     ];
     let mut names: Vec<&str> = rows.iter().map(|(name, _)| *name).collect();
     let mut keys: Vec<&str> = statecart::config::KEYS.iter().map(|k| k.name).collect();
