@@ -257,6 +257,11 @@ impl Runner {
                 experiments::guests(bin, sb, guest_count).await
             })
             .await;
+        let revoke_one = self
+            .step(target, "revoke one device", async |sb| {
+                experiments::revoke_one(bin, sb).await
+            })
+            .await;
         let footprint = self
             .step(target, "footprint", async |sb| {
                 experiments::footprint(bin, sb, max).await
@@ -285,6 +290,7 @@ impl Runner {
             speed,
             parallel_writes,
             guests,
+            revoke_one,
         }
     }
 
@@ -381,6 +387,16 @@ impl Said for report::Guests {
             self.kept_after_restart,
             self.sampled_after_restart
         )
+    }
+}
+
+impl Said for report::RevokeOne {
+    fn said(&self) -> String {
+        match (self.listed, self.ended) {
+            (0, _) => "/account lists no sessions: nothing to end".to_owned(),
+            (n, true) => format!("{n} sessions listed; the other one ended"),
+            (n, false) => format!("{n} sessions listed; the other one is still logged in"),
+        }
     }
 }
 
