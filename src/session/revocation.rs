@@ -33,12 +33,21 @@ pub struct RevocationFootprint {
     pub revoked_ids: i64,
     /// Users with an epoch.
     pub user_epochs: i64,
+    /// Logins listed for /account ("where you are logged in").
+    pub listed_sessions: i64,
 }
 
+/// Approximate bytes of one listed login: its 24-character id, a device label of about 20
+/// bytes and four 8-byte integers.
+const LISTED_SESSION_BYTES: i64 = 24 + 20 + 4 * 8;
+
 impl RevocationFootprint {
-    /// Approximate bytes of those rows (a 24-character id and two 8-byte integers each).
+    /// Approximate bytes of those rows (a revoked id: 24 characters and an 8-byte expiry; an
+    /// epoch: two 8-byte integers).
     pub fn bytes(&self) -> i64 {
-        self.revoked_ids * (24 + 8) + self.user_epochs * (8 + 8)
+        self.revoked_ids * (24 + 8)
+            + self.user_epochs * (8 + 8)
+            + self.listed_sessions * LISTED_SESSION_BYTES
     }
 }
 
@@ -233,9 +242,10 @@ impl Revocation {
 
     /// What the tables hold now.
     pub async fn footprint(&self) -> Result<RevocationFootprint, sqlx::Error> {
-        let (revoked_ids, user_epochs): (i64, i64) = sqlx::query_as(
+        let (revoked_ids, user_epochs, listed_sessions): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM revoked_sessions WHERE expires_at > $1), \
-             (SELECT COUNT(*) FROM session_epochs)",
+             (SELECT COUNT(*) FROM session_epochs), \
+             (SELECT COUNT(*) FROM cookie_sessions WHERE expires_at > $1)",
         )
         .bind(now_epoch())
         .fetch_one(&self.db.pool)
@@ -243,6 +253,7 @@ impl Revocation {
         Ok(RevocationFootprint {
             revoked_ids,
             user_epochs,
+            listed_sessions,
         })
     }
 }

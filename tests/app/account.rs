@@ -160,6 +160,11 @@ async fn three_logins_show_three_labelled_rows(variant: Variant) {
             .all(|r| r.handle.is_some()),
         "every other session has a Log out button: {rows:?}"
     );
+    if variant == Variant::Cookie {
+        // The list is what cookie_revocation keeps beyond revocation; /session counts it.
+        let json = app.session_json_of(&firefox.client).await;
+        assert_eq!(json["revocation"]["listed_sessions"], 3, "{json}");
+    }
 }
 
 async fn revoking_the_android_row_logs_out_exactly_that_session(variant: Variant) {
