@@ -345,3 +345,54 @@ pub async fn revoke_others(
     me.session.set_flash(Flash::info(text)).await?;
     Ok(see_other("/account"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(device: &str, last_seen_at: i64) -> SessionSummary {
+        SessionSummary {
+            sid: "a".repeat(24),
+            created_at: 1,
+            last_seen_at,
+            device: device.to_owned(),
+        }
+    }
+
+    #[test]
+    fn only_the_shape_of_a_session_id_is_a_handle() {
+        assert!(well_formed("abcdefghijklmnopqrstuvwx"));
+        assert!(well_formed("ABCDEFGHIJKLMNOP01234567"));
+        for bad in [
+            "",
+            "abcdefghijklmnopqrstuvw",
+            "abcdefghijklmnopqrstuvwxy",
+            "abcdefghijklmnopqrstuvw-",
+            "abcdefghijklmnopqrstuvw\0",
+            "abcdefghijklmnopqrstuvwé",
+        ] {
+            assert!(!well_formed(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_cap_note_names_the_one_session_it_ended_or_counts_several() {
+        assert_eq!(capped_note(&[], 5), None, "nothing ended, nothing said");
+        let one = capped_note(&[summary("Chrome on Android", 0)], 5).expect("a note");
+        assert!(
+            one.starts_with("You can be logged in on at most 5 devices"),
+            "{one}"
+        );
+        assert!(
+            one.contains("session: Chrome on Android (last active 1970-01-01"),
+            "{one}"
+        );
+        let unlabelled = capped_note(&[summary("", 0)], 5).expect("a note");
+        assert!(unlabelled.contains(device::UNKNOWN), "{unlabelled}");
+        let two = capped_note(&[summary("a", 0), summary("b", 1)], 2).expect("a note");
+        assert!(
+            two.ends_with("ended your 2 least recently active sessions."),
+            "{two}"
+        );
+    }
+}
