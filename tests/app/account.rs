@@ -414,7 +414,27 @@ async fn stored_version(app: &TestApp) -> Option<String> {
             db.close().await;
             Some(format!("{v:?}"))
         }
-        _ => None,
+        SessionBackend::Redis => {
+            // The stored value starts with its version: a write would change it.
+            let client = redis::Client::open(app.settings.redis_url.as_str()).expect("url");
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("redis");
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}session:*", app.settings.redis_key_prefix))
+                .query_async(&mut conn)
+                .await
+                .expect("KEYS");
+            assert_eq!(keys.len(), 1, "one stored session");
+            let value: Option<String> = redis::cmd("GET")
+                .arg(&keys[0])
+                .query_async(&mut conn)
+                .await
+                .expect("GET");
+            value
+        }
+        SessionBackend::Memory => None,
     }
 }
 
@@ -440,7 +460,7 @@ for_backends!(revoking_the_android_row_logs_out_exactly_that_session => cookie, 
 for_backends!(an_unknown_foreign_or_malformed_handle_ends_nothing => cookie, memory, sqlite, postgres, redis);
 for_backends!(a_login_beyond_the_cap_ends_the_least_recently_active_session_and_no_other => cookie, memory, sqlite, postgres, redis);
 for_backends!(logins_within_the_cap_end_nothing => cookie, memory, sqlite, postgres, redis);
-// Memory and Redis keep their versions where a test cannot read them; the database and the
-// cookie listing show theirs.
-for_backends!(reading_pages_does_not_rewrite_last_active => cookie, sqlite, postgres);
+// Memory keeps its versions where a test cannot read them; the database, Redis and the cookie
+// listing show theirs.
+for_backends!(reading_pages_does_not_rewrite_last_active => cookie, sqlite, postgres, redis);
 for_backends!(without_revocation_the_cookie_page_says_what_it_cannot_do => cookie);
