@@ -423,6 +423,7 @@ fn routes(cfg: &mut web::ServiceConfig, sessions: SessionMiddleware<Store>, metr
             )
             .route("/logout", web::post().to(auth::logout))
             .route("/account", web::get().to(account::page))
+            .route("/account/sessions/revoke", web::post().to(account::revoke))
             .route(
                 "/account/sessions/revoke-others",
                 web::post().to(account::revoke_others),

@@ -1,6 +1,7 @@
-//! Experiments 1 to 6 and 8: a scripted user against real instances, observing what each
+//! Experiments 1 to 6, 8 and 10: a scripted user against real instances, observing what each
 //! backend keeps through a restart, a crash, a second instance, a logout and idleness, what its
-//! session weighs as the cart grows, and what it keeps of changes sent at the same moment.
+//! session weighs as the cart grows, what it keeps of changes sent at the same moment, and
+//! whether one browser can end another's session of the same user.
 
 use std::{path::Path, time::Instant};
 
@@ -10,7 +11,9 @@ use reqwest::StatusCode;
 
 use super::{
     FOOTPRINT_STEPS,
-    report::{Expiry, Footprint, FootprintPoint, Guests, ParallelWrites, Probe, Replay, Seen},
+    report::{
+        Expiry, Footprint, FootprintPoint, Guests, ParallelWrites, Probe, Replay, RevokeOne, Seen,
+    },
     target::Sandbox,
     user::{self, Browser, SessionView},
 };
@@ -91,6 +94,36 @@ pub async fn logout_replay(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<R
     Ok(Replay {
         logged_out,
         accepted: replayed.user.is_some(),
+    })
+}
+
+/// 10: two browsers log in as one user; the first ends the second from /account.
+pub async fn revoke_one(binary: &Path, sandbox: &Sandbox) -> anyhow::Result<RevokeOne> {
+    let (first, second) = (Browser::new()?, Browser::new()?);
+    let one = sandbox.start(binary, "one", &[]).await?;
+    first.register(&one, "rosa").await?;
+    second.login(&one, "rosa").await?;
+    let (listed, handles) = first.account_handles(&one).await?;
+    if let [handle] = handles.as_slice() {
+        let status = first.revoke(&one, handle).await?;
+        ensure!(
+            status == StatusCode::SEE_OTHER,
+            "POST /account/sessions/revoke answered {status}, expected 303"
+        );
+    } else {
+        ensure!(
+            handles.is_empty(),
+            "/account offers {} Log out buttons for one other session",
+            handles.len()
+        );
+    }
+    let ended = second.session(&one).await?.user.is_none();
+    let first_kept = first.session(&one).await?.user.is_some();
+    one.stop(Signal::Term).await?;
+    Ok(RevokeOne {
+        listed,
+        ended,
+        first_kept,
     })
 }
 

@@ -263,6 +263,11 @@ impl Runner {
                 fleet::experiment(bin, sb, backend).await
             })
             .await;
+        let revoke_one = self
+            .step(target, "revoke one device", async |sb| {
+                experiments::revoke_one(bin, sb).await
+            })
+            .await;
         let footprint = self
             .step(target, "footprint", async |sb| {
                 experiments::footprint(bin, sb, max).await
@@ -292,6 +297,7 @@ impl Runner {
             parallel_writes,
             guests,
             fleet,
+            revoke_one,
         }
     }
 
@@ -413,6 +419,16 @@ impl Said for report::Fleet {
             })
             .collect::<Vec<_>>()
             .join("; ")
+    }
+}
+
+impl Said for report::RevokeOne {
+    fn said(&self) -> String {
+        match (self.listed, self.ended) {
+            (0, _) => "/account lists no sessions: nothing to end".to_owned(),
+            (n, true) => format!("{n} sessions listed; the other one ended"),
+            (n, false) => format!("{n} sessions listed; the other one is still logged in"),
+        }
     }
 }
 

@@ -83,9 +83,24 @@ pub struct BackendReport {
     /// 9. Anonymous carts: what guests cost and what a restart leaves of them.
     #[serde(default = "not_run")]
     pub guests: Outcome<Guests>,
-    /// 10. The fleet: what shoppers lose when an instance dies or a deploy rolls.
+    /// 10. Two browsers of one user: the first ends the second from /account.
+    #[serde(default = "not_run")]
+    pub revoke_one: Outcome<RevokeOne>,
+    /// 11. The fleet: what shoppers lose when an instance dies or a deploy rolls.
     #[serde(default = "not_run")]
     pub fleet: Outcome<Fleet>,
+}
+
+/// "Revoke one device": two browsers log in as one user, the first posts the "Log out" of the
+/// second's row on /account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeOne {
+    /// Sessions /account listed (0 where the backend cannot list them).
+    pub listed: usize,
+    /// The second browser was logged out afterwards.
+    pub ended: bool,
+    /// The first browser was still logged in afterwards.
+    pub first_kept: bool,
 }
 
 /// How the fleet's balancer picks an instance.
@@ -387,6 +402,8 @@ pub struct Expected {
     pub replay_accepted: bool,
     /// Parallel changes of one session are all kept.
     pub parallel_lossless: bool,
+    /// One session of a user can be ended from another (/account's "Log out").
+    pub revoke_one: bool,
 }
 
 impl Expected {
@@ -399,6 +416,7 @@ impl Expected {
             instances: p.shared_by_instances,
             replay_accepted: !p.revocable,
             parallel_lossless: p.parallel_writes_kept,
+            revoke_one: p.revocable,
         }
     }
 }
@@ -421,6 +439,7 @@ impl BackendReport {
             parallel_writes: Outcome::Skipped(reason.clone()),
             guests: Outcome::Skipped(reason.clone()),
             fleet: Outcome::Skipped(reason.clone()),
+            revoke_one: Outcome::Skipped(reason.clone()),
             skipped: Some(reason),
         }
     }
@@ -450,6 +469,7 @@ impl BackendReport {
             ("parallel writes", why(&self.parallel_writes)),
             ("guests", why(&self.guests)),
             ("fleet", why(&self.fleet)),
+            ("revoke one device", why(&self.revoke_one)),
         ]
         .into_iter()
         .filter_map(|(name, why)| Some((name, why?)))

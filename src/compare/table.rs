@@ -43,7 +43,7 @@ impl Cell {
 }
 
 /// Headers of the summary table: the backend, then one column per experiment.
-pub const COLUMNS: [&str; 10] = [
+pub const COLUMNS: [&str; 11] = [
     "backend",
     "restart",
     "crash",
@@ -52,6 +52,7 @@ pub const COLUMNS: [&str; 10] = [
     "idle expiry",
     "parallel writes",
     "guests",
+    "revoke one device",
     "footprint",
     "speed (req/s)",
 ];
@@ -175,6 +176,14 @@ impl BackendReport {
                 // A backend that keeps guest state must bound it; the cookie one has none.
                 let bounded = (g.flood_refused > 0) == (g.server_bytes_each > 0);
                 Cell::judged(text, all_kept == expected.restart && bounded)
+            }),
+            Cell::of(&self.revoke_one, |r| {
+                let text = match (r.listed, r.ended) {
+                    (0, false) => "cannot list".to_owned(),
+                    (_, true) => "ended".to_owned(),
+                    (_, false) => "not ended".to_owned(),
+                };
+                Cell::judged(text, r.ended == expected.revoke_one && r.first_kept)
             }),
             footprint,
             speed,

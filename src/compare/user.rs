@@ -136,6 +136,56 @@ impl Browser {
         Ok(())
     }
 
+    /// Logs in as `username`, an account that exists.
+    pub async fn login(&self, instance: &Instance, username: &str) -> anyhow::Result<()> {
+        let status = self
+            .post(
+                instance,
+                "/login",
+                &[("username", username), ("password", PASSWORD)],
+            )
+            .await?;
+        ensure!(
+            status == StatusCode::SEE_OTHER,
+            "POST /login answered {status}, expected 303"
+        );
+        Ok(())
+    }
+
+    /// The "Log out" handles /account shows (one per other session), and how many sessions it
+    /// lists; none where the backend cannot list them.
+    pub async fn account_handles(
+        &self,
+        instance: &Instance,
+    ) -> anyhow::Result<(usize, Vec<String>)> {
+        let res = self
+            .client
+            .get(instance.url("/account"))
+            .send()
+            .await
+            .context("GET /account")?;
+        ensure!(
+            res.status() == StatusCode::OK,
+            "GET /account answered {}, expected 200",
+            res.status()
+        );
+        let page = res.text().await.context("reading /account")?;
+        let listed = page.matches(r#"data-test="session-row""#).count();
+        let handles = page
+            .split(r#"name="session" value=""#)
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect();
+        Ok((listed, handles))
+    }
+
+    /// Posts the "Log out" of one session (by its handle from /account); returns the status.
+    pub async fn revoke(&self, instance: &Instance, handle: &str) -> anyhow::Result<StatusCode> {
+        self.post(instance, "/account/sessions/revoke", &[("session", handle)])
+            .await
+    }
+
     /// Logs out.
     pub async fn logout(&self, instance: &Instance) -> anyhow::Result<()> {
         let status = self.post(instance, "/logout", &[]).await?;

@@ -273,6 +273,9 @@ settings! {
     log_format => log_format: Parsed<LogFormat> = LogFormat::Text,
         "`text`",
         "Log lines on stderr: text or json (one object per line, with the request id)";
+    max_sessions_per_user => max_sessions_per_user: Count<usize, 1, 10_000> = 20,
+        "`20`",
+        "Sessions one user keeps at once; a login beyond it ends the user's least recently active session";
 }
 
 fn secs(n: u64) -> std::time::Duration {

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod cart;
 pub mod catalog;
+pub mod device;
 pub mod orders;
 pub mod snapshot;
 

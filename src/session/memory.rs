@@ -251,6 +251,7 @@ impl MemoryStore {
                     sid: meta.sid,
                     created_at: entry.created_at,
                     last_seen_at: meta.last_seen,
+                    device: meta.device,
                 });
             }
         }
@@ -270,6 +271,21 @@ impl MemoryStore {
             }
         }
         revoked
+    }
+
+    /// Deletes the session of `user_id` whose id is `sid`; whether there was one. Another
+    /// user's session is never found: only that user's own index is searched.
+    pub async fn revoke(&self, user_id: i64, sid: &str) -> bool {
+        for key in self.keys_of(user_id) {
+            let Some(entry) = self.cache.get(&key).await else {
+                continue;
+            };
+            if state::meta_of(&entry.state.unpack()).is_some_and(|m| m.sid == sid) {
+                self.cache.invalidate(&key).await;
+                return true;
+            }
+        }
+        false
     }
 
     /// Frees expired and evicted entries now (moka otherwise does it lazily).
@@ -437,5 +453,23 @@ mod tests {
         assert!(store.load(&keep).await.is_some());
         assert!(store.load(&other).await.is_none());
         assert!(store.load(&stranger).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn revoking_one_ends_that_session_of_that_user_only() {
+        let store = MemoryStore::new(100, Duration::from_secs(60));
+        let phone = store.save(login_state(7, "phone")).await;
+        let laptop = store.save(login_state(7, "laptop")).await;
+        let strangers = store.save(login_state(8, "phone2")).await;
+        assert!(
+            !store.revoke(8, "phone").await,
+            "another user's id is not found"
+        );
+        assert!(store.load(&phone).await.is_some());
+        assert!(store.revoke(7, "phone").await);
+        assert!(!store.revoke(7, "phone").await, "gone once");
+        assert!(store.load(&phone).await.is_none());
+        assert!(store.load(&laptop).await.is_some());
+        assert!(store.load(&strangers).await.is_some());
     }
 }

@@ -81,6 +81,16 @@ pub struct SessionSummary {
     pub created_at: i64,
     /// Last recorded activity, epoch seconds.
     pub last_seen_at: i64,
+    /// The device label recorded at login (empty for a login older than labels).
+    pub device: String,
+}
+
+impl SessionSummary {
+    /// The session to end first when a user has too many: the least recently active, then
+    /// the oldest login, then by id, so the choice never depends on listing order.
+    fn eviction_order(&self) -> (i64, i64, &str) {
+        (self.last_seen_at, self.created_at, &self.sid)
+    }
 }
 
 /// The session store of the configured backend. Built once before the server starts and
@@ -136,7 +146,7 @@ impl Store {
             SessionBackend::Cookie => Self::Cookie(
                 settings
                     .cookie_revocation
-                    .then(|| Revocation::new(db.clone())),
+                    .then(|| Revocation::new(db.clone(), idle)),
             ),
             SessionBackend::Memory => Self::Memory(
                 MemoryStore::new(settings.memory_max_sessions, idle)
@@ -192,9 +202,10 @@ impl Store {
         }
     }
 
-    /// Whether this store can list and revoke a user's sessions (the cookie one cannot).
+    /// Whether this store can list and revoke a user's sessions (the cookie one only with
+    /// `cookie_revocation`, from the list it keeps in the app database).
     pub fn can_list(&self) -> bool {
-        !matches!(self, Self::Cookie(_))
+        !matches!(self, Self::Cookie(None))
     }
 
     /// The live sessions of a user; `None` when the backend cannot know them.
@@ -204,11 +215,50 @@ impl Store {
     ) -> Result<Option<Vec<SessionSummary>>, StoreError> {
         let _timer = crate::metrics::store_op(StoreOp::List);
         Ok(match self {
-            Self::Cookie(_) => None,
+            Self::Cookie(None) => None,
+            Self::Cookie(Some(r)) => Some(r.sessions_of(user_id).await?),
             Self::Memory(m) => Some(m.sessions_of(user_id).await),
             Self::Database(s) => Some(s.sessions_of(user_id).await?),
             Self::Redis(r) => Some(r.sessions_of(user_id).await?),
         })
+    }
+
+    /// Ends the one session of `user_id` whose id is `sid`; whether there was one. A session
+    /// of another user is never found, whatever its id.
+    pub async fn revoke(&self, user_id: i64, sid: &str) -> Result<bool, StoreError> {
+        Ok(match self {
+            Self::Cookie(None) => false,
+            Self::Cookie(Some(r)) => r.revoke_listed(user_id, sid).await?,
+            Self::Memory(m) => m.revoke(user_id, sid).await,
+            Self::Database(s) => s.revoke(user_id, sid).await?,
+            Self::Redis(r) => r.revoke(user_id, sid).await?,
+        })
+    }
+
+    /// Keeps a user within `max` sessions when a login is about to add one: ends the least
+    /// recently active of the others until, with the new one, there are `max`. `keep` names
+    /// the new login and the one it replaces in this browser (which ends with the login
+    /// anyway), neither of which counts. Returns what was ended, least recently active first.
+    pub async fn end_beyond_cap(
+        &self,
+        user_id: i64,
+        keep: &[&str],
+        max: usize,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
+        let Some(mut others) = self.sessions_of(user_id).await? else {
+            return Ok(Vec::new());
+        };
+        others.retain(|s| !keep.contains(&s.sid.as_str()));
+        let excess = (others.len() + 1).saturating_sub(max.max(1));
+        others.sort_by(|a, b| a.eviction_order().cmp(&b.eviction_order()));
+        let mut ended = Vec::with_capacity(excess);
+        for session in others.into_iter().take(excess) {
+            // One that ended meanwhile (revoked, expired) made room by itself.
+            if self.revoke(user_id, &session.sid).await? {
+                ended.push(session);
+            }
+        }
+        Ok(ended)
     }
 
     /// Ends every session of a user but `keep_sid`'s; returns how many ended.

@@ -421,6 +421,7 @@ impl RedisStore {
                     sid: meta.sid,
                     created_at: meta.issued_at,
                     last_seen_at: meta.last_seen,
+                    device: meta.device,
                 })
             })
             .collect())
@@ -436,6 +437,18 @@ impl RedisStore {
             }
         }
         Ok(revoked)
+    }
+
+    /// Deletes the session of `user_id` whose id is `sid`; whether there was one (only that
+    /// user's set is searched).
+    pub async fn revoke(&self, user_id: i64, sid: &str) -> redis::RedisResult<bool> {
+        for (hash, state) in self.live_sessions_of(user_id).await? {
+            if state::meta_of(&state).is_some_and(|m| m.sid == sid) {
+                self.delete_hashed(&hash).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether Redis answers.

@@ -187,10 +187,11 @@ impl SqlStore {
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
-    /// The live sessions of a user, newest first.
+    /// The live sessions of a user, newest first. The device label is read from the state's
+    /// login metadata, its one home, rather than kept twice.
     pub async fn sessions_of(&self, user_id: i64) -> Result<Vec<SessionSummary>, sqlx::Error> {
-        let rows: Vec<(Option<String>, i64, i64)> = sqlx::query_as(
-            "SELECT sid, created_at, last_seen_at FROM sessions \
+        let rows: Vec<(Option<String>, i64, i64, String)> = sqlx::query_as(
+            "SELECT sid, created_at, last_seen_at, state FROM sessions \
              WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC",
         )
         .bind(user_id)
@@ -199,14 +200,32 @@ impl SqlStore {
         .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(sid, created_at, last_seen_at)| {
+            .filter_map(|(sid, created_at, last_seen_at, json)| {
+                let device = serde_json::from_str::<State>(&json)
+                    .ok()
+                    .and_then(|state| state::meta_of(&state))
+                    .map(|meta| meta.device)
+                    .unwrap_or_default();
                 Some(SessionSummary {
                     sid: sid?,
                     created_at,
                     last_seen_at,
+                    device,
                 })
             })
             .collect())
+    }
+
+    /// Deletes the session of `user_id` whose id is `sid`; whether there was one (another
+    /// user's session never matches).
+    pub async fn revoke(&self, user_id: i64, sid: &str) -> Result<bool, sqlx::Error> {
+        let deleted = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND sid = $2")
+            .bind(user_id)
+            .bind(sid)
+            .execute(&self.db.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted > 0)
     }
 
     /// Deletes every session of a user except `keep_sid`'s.

@@ -30,6 +30,9 @@ pub const VISIT: &str = "visit";
 /// moved this session's state to a new key; a request still holding the old key is refused
 /// rather than let its write land where no browser will look. It never reaches a cookie.
 pub const MOVED: &str = "moved";
+/// Session key of the one-shot note /account shows after a login ended older sessions of its
+/// user (`max_sessions_per_user`).
+pub const CAPPED: &str = "capped";
 
 /// Raw session state as actix-session stores it: JSON values by key.
 pub type State = HashMap<String, String>;
@@ -57,6 +60,10 @@ pub struct Meta {
     /// other sessions" moves the user's epoch past it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub epoch: i64,
+    /// The device label read from the User-Agent at login ("Firefox on Linux"), for /account.
+    /// Short on the wire: on the cookie backend every byte travels with each request.
+    #[serde(default, rename = "dev", skip_serializing_if = "String::is_empty")]
+    pub device: String,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -308,24 +315,20 @@ impl TypedSession {
     ///
     /// Only a guest's cart (or this same user's) comes along, trimmed to `max_lines` lines; a
     /// session of another user starts clean, and that user's session ends here. Returns what
-    /// came along and the user the session belonged to before, if another.
+    /// came along.
     pub async fn log_in(
         &self,
         user: SessionUser,
         now: i64,
         epoch: i64,
         max_lines: usize,
-    ) -> Result<LoggedIn, ChangeError<Infallible>> {
+    ) -> Result<Option<CartMerge>, ChangeError<Infallible>> {
         let (mut current, loaded) = self.snapshot();
         if let (Some(store), Some(loaded)) = (self.store.as_deref(), loaded) {
             current = self.take_over(store, current, loaded, now).await?;
         }
-        let previous = current
-            .get(USER)
-            .and_then(|v| serde_json::from_str::<SessionUser>(v).ok())
-            .filter(|previous| previous.id != user.id);
-        let previous_meta = previous.as_ref().and_then(|_| meta_of(&current));
-        let carried = if previous.is_some() {
+        let another_users = user_id_of(&current).is_some_and(|id| id != user.id);
+        let carried = if another_users {
             Cart::default()
         } else {
             current
@@ -349,30 +352,10 @@ impl TypedSession {
                 issued_at: now,
                 last_seen: now,
                 epoch,
+                device: String::new(),
             }),
         );
-        Ok(LoggedIn {
-            carried: merge,
-            previous: previous.zip(previous_meta),
-        })
-    }
-
-    /// A login made in another user's session ended that session. Server-side stores forgot
-    /// it when the login took it over; on the cookie backend with `cookie_revocation` its id
-    /// is revoked as a logout would (until `absolute` seconds after it was issued), so a copy
-    /// of the old cookie is worthless too.
-    pub async fn revoke_previous(
-        &self,
-        logged_in: &LoggedIn,
-        absolute: i64,
-    ) -> Result<(), StoreError> {
-        let revocation = self.store.as_deref().and_then(|store| store.revocation());
-        if let (Some((_, meta)), Some(revocation)) = (&logged_in.previous, revocation) {
-            revocation
-                .revoke(&meta.sid, meta.issued_at.saturating_add(absolute))
-                .await?;
-        }
-        Ok(())
+        Ok(merge)
     }
 
     /// Turns the record under `loaded.k` into a [`MOVED`] marker by compare-and-set and
@@ -583,6 +566,14 @@ impl TypedSession {
         Ok(notice.map(|n| Flash::error(n.text())))
     }
 
+    /// Takes the note /account shows once after a login ended older sessions, if any.
+    pub async fn take_capped_note(&self) -> Result<Option<String>, ChangeError<Infallible>> {
+        if !self.session.contains_key(CAPPED) {
+            return Ok(None);
+        }
+        self.change(|s| Ok(s.take_capped_note())).await
+    }
+
     /// The state without the store's bookkeeping, and that bookkeeping if the state was loaded
     /// from a server-side store.
     fn snapshot(&self) -> (State, Option<Loaded>) {
@@ -626,15 +617,6 @@ impl TypedSession {
     }
 }
 
-/// What a login brought along from the session it was made in.
-#[derive(Debug, Default)]
-pub struct LoggedIn {
-    /// The guest cart that came along, if there was one.
-    pub carried: Option<CartMerge>,
-    /// Another user whose session this was (and its metadata): it ended with this login.
-    pub previous: Option<(SessionUser, Meta)>,
-}
-
 /// The session state as a change sees it: typed reads and writes over the raw entries.
 pub struct Draft<'a>(&'a mut State);
 
@@ -674,6 +656,14 @@ impl Draft<'_> {
         }
     }
 
+    /// Labels this login with the device it came from (see `domain::device`).
+    pub fn set_device(&mut self, device: &str) {
+        if let Some(mut meta) = self.meta() {
+            meta.device = device.to_owned();
+            self.0.insert(META.to_owned(), to_json(&meta));
+        }
+    }
+
     /// Records a guest's activity at `now`; never moves it backwards, and does nothing for a
     /// login or a session that is not a guest's.
     pub fn touch_visit(&mut self, now: i64) {
@@ -696,6 +686,18 @@ impl Draft<'_> {
     pub fn take_flash(&mut self) -> Option<Flash> {
         self.0
             .remove(FLASH)
+            .and_then(|v| serde_json::from_str(&v).ok())
+    }
+
+    /// Leaves the note /account shows once: this login ended older sessions of its user.
+    pub fn set_capped_note(&mut self, text: String) {
+        self.0.insert(CAPPED.to_owned(), to_json(&text));
+    }
+
+    /// Takes the note left by [`Draft::set_capped_note`].
+    pub fn take_capped_note(&mut self) -> Option<String> {
+        self.0
+            .remove(CAPPED)
             .and_then(|v| serde_json::from_str(&v).ok())
     }
 

@@ -18,6 +18,7 @@ use actix_web::{
 
 use super::{
     COOKIE_NAME, Store,
+    revocation::Revocation,
     state::{ChangeError, TypedSession},
 };
 use crate::{
@@ -127,13 +128,15 @@ fn notice_cookie(value: &str, secure: bool) -> Cookie<'static> {
 
 /// Ends a session idle for `idle_secs` since `last_seen` (saying so with `ended`), or records
 /// activity when the stored time is old enough to be worth a write. Either way the notice to
-/// show, if any.
+/// show, if any. `listed` is the login's row on the cookie backend with `cookie_revocation`
+/// (its id): the same touch moves its "last active" there, and only then.
 async fn keep_alive(
     session: &TypedSession,
     last_seen: i64,
     idle_timeout: std::time::Duration,
     now: i64,
     ended: Notice,
+    listed: Option<(&Revocation, &str)>,
 ) -> Result<Option<Notice>, actix_web::Error> {
     let idle = now.saturating_sub(last_seen);
     if idle >= secs(idle_timeout) {
@@ -152,9 +155,17 @@ async fn keep_alive(
         })
         .await;
     match touched {
+        Ok(()) => {
+            if let Some((revocation, sid)) = listed {
+                revocation
+                    .touch(sid, now)
+                    .await
+                    .map_err(|err| AppError::from(super::StoreError::from(err)))?;
+            }
+            Ok(None)
+        }
         // Another request kept saving first: it recorded activity too.
-        Ok(())
-        | Err(
+        Err(
             ChangeError::Refused(_)
             | ChangeError::TooLarge { .. }
             | ChangeError::Busy
@@ -196,12 +207,16 @@ pub async fn enforce_timeouts(
             session.end();
             Some(Notice::MaxLength)
         } else {
+            let revocation = req
+                .app_data::<web::Data<Store>>()
+                .and_then(|store| store.revocation());
             keep_alive(
                 &session,
                 meta.last_seen,
                 settings.idle_timeout,
                 now,
                 Notice::Idle,
+                revocation.map(|r| (r, meta.sid.as_str())),
             )
             .await?
         };
@@ -215,6 +230,7 @@ pub async fn enforce_timeouts(
             settings.guest_idle_timeout,
             now,
             Notice::GuestIdle,
+            None,
         )
         .await?;
     } else if session.is_empty() && carried_session {

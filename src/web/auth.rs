@@ -192,7 +192,9 @@ pub async fn login(
         Some(user) => {
             limits.clear_failures(&form.username, address).await;
             let epoch = session.login_epoch(user.id).await?;
-            let logged_in = session
+            let replaced = session.meta();
+            let user_id = user.id;
+            let carried = session
                 .log_in(
                     SessionUser {
                         id: user.id,
@@ -203,10 +205,10 @@ pub async fn login(
                     settings.cart_max_lines,
                 )
                 .await?;
-            session
-                .revoke_previous(&logged_in, secs(settings.absolute_timeout))
-                .await?;
-            if let Some(text) = logged_in.carried.and_then(carried_cart_message) {
+            // Labels the session, revokes the browser's previous cookie login (with
+            // `cookie_revocation`), and applies `max_sessions_per_user`.
+            super::account::after_login(&req, &session, user_id, replaced).await?;
+            if let Some(text) = carried.and_then(carried_cart_message) {
                 session.set_flash(Flash::info(text)).await?;
             }
             Ok(see_other(&next))
@@ -230,6 +232,7 @@ pub async fn login(
 
 /// `POST /register`: creates the account and logs it in.
 pub async fn register(
+    req: HttpRequest,
     site: web::Data<Site>,
     db: web::Data<Db>,
     settings: web::Data<Settings>,
@@ -257,7 +260,9 @@ pub async fn register(
     };
     match accounts::register(&db, &username, password).await {
         Ok(user) => {
-            let logged_in = session
+            let replaced = session.meta();
+            let user_id = user.id;
+            let carried = session
                 .log_in(
                     SessionUser {
                         id: user.id,
@@ -268,11 +273,11 @@ pub async fn register(
                     settings.cart_max_lines,
                 )
                 .await?;
-            session
-                .revoke_previous(&logged_in, secs(settings.absolute_timeout))
-                .await?;
+            // Labels the session, revokes the browser's previous cookie login (with
+            // `cookie_revocation`), and applies `max_sessions_per_user`.
+            super::account::after_login(&req, &session, user_id, replaced).await?;
             let mut welcome = format!("Welcome, {username}! Your account is ready.");
-            if let Some(text) = logged_in.carried.and_then(carried_cart_message) {
+            if let Some(text) = carried.and_then(carried_cart_message) {
                 welcome = format!("{welcome} {text}");
             }
             session.set_flash(Flash::info(welcome)).await?;

@@ -51,6 +51,8 @@ pub struct RevocationReport {
     pub revoked_ids: i64,
     /// Users with an epoch.
     pub user_epochs: i64,
+    /// Logins listed for /account.
+    pub listed_sessions: i64,
     /// About how many bytes those rows take.
     pub bytes: i64,
 }
@@ -63,6 +65,7 @@ async fn revocation(store: &Store) -> Result<Option<RevocationReport>, AppError>
     Ok(Some(RevocationReport {
         revoked_ids: footprint.revoked_ids,
         user_epochs: footprint.user_epochs,
+        listed_sessions: footprint.listed_sessions,
         bytes: footprint.bytes(),
     }))
 }

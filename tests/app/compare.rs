@@ -348,6 +348,31 @@ fn guests_cost_the_server_only_where_it_keeps_state_and_last_as_the_backend_prom
 }
 
 #[test]
+fn revoke_one_device_ends_the_other_session_wherever_the_server_can_list_it() {
+    for b in &run().report.backends {
+        let r = b.revoke_one.measured().expect("revoke one device ran");
+        let can = b.backend != SessionBackend::Cookie || b.cookie_revocation;
+        assert_eq!(r.ended, can, "{}: {r:?}", b.variant);
+        assert_eq!(r.listed, if can { 2 } else { 0 }, "{}: {r:?}", b.variant);
+        assert!(
+            r.first_kept,
+            "{}: the browser that ended it goes on",
+            b.variant
+        );
+    }
+    let table = run().report.to_text();
+    assert!(table.contains("revoke one device"), "{table}");
+    let cookie = table
+        .lines()
+        .find(|l| l.starts_with("cookie "))
+        .expect("the cookie row");
+    assert!(
+        cookie.contains("cannot list") && !cookie.contains('!'),
+        "{cookie}"
+    );
+}
+
+#[test]
 fn the_html_report_is_self_contained_with_the_table_and_charts() {
     let html = std::fs::read_to_string(run().out.join("report.html")).expect("report.html");
     assert!(html.contains("<svg"), "charts are inline SVG");

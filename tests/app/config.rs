@@ -343,6 +343,7 @@ fn a_value_for_every_key(dir: &std::path::Path) -> Vec<(&'static str, String, St
             given_and_shown("127.0.0.1:0", "127.0.0.1:0"),
         ),
         ("log_format", given_and_shown("json", "json")),
+        ("max_sessions_per_user", given_and_shown("7", "7")),
     ];
     let mut names: Vec<&str> = rows.iter().map(|(name, _)| *name).collect();
     let mut keys: Vec<&str> = statecart::config::KEYS.iter().map(|k| k.name).collect();

@@ -7,6 +7,7 @@
 #[macro_use]
 mod common;
 
+mod account;
 mod cart;
 mod cluster;
 mod compare;

@@ -67,6 +67,8 @@ async fn run_journeys(chromedriver: &Chromedriver, variant: Variant, artifacts: 
         change_remove_and_check_out(&b, &app).await;
         after_logout_back_does_not_show_the_cart(&b, &app, &products).await;
         live_cart_updates_for_a_lease_then_polling(&b, variant).await;
+        one_browser_logs_the_other_out_from_the_account_page(&b, chromedriver, variant, artifacts)
+            .await;
     };
     let outcome = AssertUnwindSafe(journeys).catch_unwind().await;
     b.quit().await;
@@ -592,6 +594,91 @@ async fn after_logout_back_does_not_show_the_cart(b: &Browser, app: &TestApp, pr
         anyhow::Ok(())
     })
     .await;
+}
+
+/// Journey 8: two browsers log in as one user; the first ends the second from /account with
+/// its row's "Log out", and the second, on its next page, finds itself logged out and is told
+/// why. On its own app; the cookie backend runs with `cookie_revocation`, the only way it can
+/// end one session.
+async fn one_browser_logs_the_other_out_from_the_account_page(
+    b: &Browser,
+    chromedriver: &Chromedriver,
+    variant: Variant,
+    artifacts: &Path,
+) {
+    let app = common::spawn_app_with(variant, |s| {
+        s.cookie_revocation = s.session_backend == SessionBackend::Cookie;
+    })
+    .await;
+    let username = format!("pair_{}", name(variant));
+    let other = Browser::open(chromedriver, format!("{}-second", name(variant)), artifacts).await;
+    let journey = async {
+        b.step("j8-two-browsers-log-in", async {
+            b.register(&app, &username).await?;
+            other.goto(&app.url("/login?next=%2Faccount")).await?;
+            other.submit_credentials(&username, "login-submit").await?;
+            other.wait_path("/account").await?;
+            b.goto(&app.url("/account")).await?;
+            let rows = b.count("session-row").await?;
+            ensure!(rows == 2, "the account page lists {rows} sessions");
+            let devices = b.all("device").await?;
+            for device in devices {
+                let label = device.text().await?;
+                ensure!(label == "Chrome on Linux", "a row is labelled {label:?}");
+            }
+            anyhow::Ok(())
+        })
+        .await;
+
+        b.step("j8-log-the-other-out", async {
+            let buttons = b.all("revoke-one").await?;
+            ensure!(buttons.len() == 1, "{} Log out buttons", buttons.len());
+            b.click_for_new_page(&buttons[0]).await?;
+            b.wait_path("/account").await?;
+            let flash = b.text("flash").await?;
+            ensure!(
+                flash.starts_with("Logged out Chrome on Linux"),
+                "after Log out: {flash:?}"
+            );
+            let rows = b.count("session-row").await?;
+            ensure!(rows == 1, "{rows} sessions left");
+            b.el("current-session").await?;
+            anyhow::Ok(())
+        })
+        .await;
+
+        other
+            .step("j8-the-other-is-logged-out", async {
+                other.goto(&app.url("/account")).await?;
+                other.wait_path("/login").await?;
+                other.el("login-form").await?;
+                ensure!(
+                    other.count("nav-user").await? == 0,
+                    "the header still names a user"
+                );
+                let flash = other.text("flash").await?;
+                ensure!(
+                    flash.starts_with("Your session has ended"),
+                    "the login page says {flash:?}"
+                );
+                anyhow::Ok(())
+            })
+            .await;
+
+        b.step("j8-the-first-goes-on", async {
+            b.goto(&app.url("/account")).await?;
+            b.wait_path("/account").await?;
+            let user = b.text("nav-user").await?;
+            ensure!(user == username, "the header names {user:?}");
+            anyhow::Ok(())
+        })
+        .await;
+    };
+    let outcome = AssertUnwindSafe(journey).catch_unwind().await;
+    other.quit().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// Journey 7: live cart updates are a lease. On its own app with a short lease

@@ -414,7 +414,89 @@ async fn live_endpoints_refuse_abuse(variant: Variant) {
     assert_eq!(shop.app.get("/healthz").await.status(), StatusCode::OK);
 }
 
+/// "Log out" of one session refuses every handle that is not one of the victim's other
+/// sessions, and ends nothing: the victim's other browser stays logged in. (The cookie backend
+/// runs with `cookie_revocation`, the only way it can end one session.)
+async fn hostile_session_handles_end_no_session(variant: Variant) {
+    let shop = shop_with(variant, |s| {
+        if s.session_backend == statecart::config::SessionBackend::Cookie {
+            s.cookie_revocation = true;
+        }
+    })
+    .await;
+    let other = shop.app.login_new_client("vic").await;
+    let page = shop.app.page("/account").await;
+    let handle = page
+        .split(r#"name="session" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the other session's Log out button")
+        .to_owned();
+    let path = "/account/sessions/revoke";
+    let with = |what: &str, form: &str, expect: &[u16]| post(what, path, form, expect);
+    let cases = vec![
+        with("no field", "", &[400]),
+        with("empty handle", "session=", &[400]),
+        with("SQL", "session=x%27+OR+%271%27%3D%271", &[400]),
+        with(
+            "23 characters",
+            &format!("session={}", &handle[..23]),
+            &[400],
+        ),
+        with("25 characters", &format!("session={handle}A"), &[400]),
+        with("NUL", &format!("session={}%00", &handle[..23]), &[400]),
+        with(
+            "bidi override",
+            &format!("session=%E2%80%AE{}", &handle[..21]),
+            &[400],
+        ),
+        with("non-UTF-8", "session=%FF%FE", &[400]),
+        with("15 KB handle", &format!("session={}", big(15_000)), &[400]),
+        with("20 KB body", &format!("session={}", big(20_000)), &[413]),
+        with(
+            "handle twice",
+            &format!("session={handle}&session={handle}"),
+            &[400],
+        ),
+        with("unknown handle", "session=AAAAAAAAAAAAAAAAAAAAAAAA", &[404]),
+        with(
+            "the victim's cookie",
+            &format!("session={}", shop.app.cookie().expect("cookie")),
+            &[400],
+        ),
+        post("JSON body", path, "", &[400, 415]).body(
+            "application/json",
+            format!(r#"{{"session":"{handle}"}}"#).into_bytes(),
+        ),
+        with(
+            "real handle, cross-site",
+            &format!("session={handle}"),
+            &[403],
+        )
+        .header("sec-fetch-site", "cross-site"),
+        with(
+            "real handle, no login",
+            &format!("session={handle}"),
+            &[303],
+        )
+        .anonymous(),
+        with(
+            "real handle, garbage cookie",
+            &format!("session={handle}"),
+            &[303],
+        )
+        .cookie(HeaderValue::from_static("statecart=garbage")),
+        case("GET", Method::GET, path, &[404, 405]),
+    ];
+    shop.run("session handles", cases).await;
+    assert!(
+        shop.app.is_logged_in(&other).await,
+        "the victim's other session was not ended"
+    );
+}
+
 for_each_backend!(
+    hostile_session_handles_end_no_session,
     hostile_credentials_get_the_generic_answer,
     malformed_cart_forms_leave_the_cart_alone,
     unreadable_checkouts_order_nothing,
