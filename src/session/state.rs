@@ -212,6 +212,20 @@ impl Default for WriteLocks {
     }
 }
 
+/// A session's place in its write stripe, held while its change is saved.
+type Queued<'a> = Option<tokio::sync::MutexGuard<'a, Option<LastSaved>>>;
+
+/// Notes in the stripe what was just saved under `key`, for the next change of that session.
+fn remember(queued: &mut Queued<'_>, key: &str, version: u64, state: State) {
+    if let Some(last) = queued.as_deref_mut() {
+        *last = Some(LastSaved {
+            key: key.to_owned(),
+            version,
+            state,
+        });
+    }
+}
+
 /// Why a session change did not happen. The session is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError<E> {
@@ -367,18 +381,9 @@ impl TypedSession {
         loaded: Loaded,
         now: i64,
     ) -> Result<State, ChangeError<Infallible>> {
-        let mut version = loaded.v;
         // Changes of this session in this process wait for the takeover, then see the marker.
-        let mut queued = match self.locks.as_deref() {
-            None => None,
-            Some(locks) => Some(locks.of(&loaded.k).lock().await),
-        };
-        if let Some(Some(last)) = queued.as_deref()
-            && last.key == loaded.k
-            && last.version > version
-        {
-            (current, version) = (last.state.clone(), last.version);
-        }
+        let (mut queued, fresh, mut version) = self.queue(&loaded, current).await;
+        current = fresh;
         let marker = State::from([(MOVED.to_owned(), now.to_string())]);
         for _ in 0..MAX_ATTEMPTS {
             if current.contains_key(MOVED) {
@@ -386,13 +391,7 @@ impl TypedSession {
                 return Ok(State::new());
             }
             if let Some(saved) = store.swap(&loaded.k, version, &marker).await? {
-                if let Some(last) = queued.as_deref_mut() {
-                    *last = Some(LastSaved {
-                        key: loaded.k.clone(),
-                        version: saved,
-                        state: marker,
-                    });
-                }
+                remember(&mut queued, &loaded.k, saved, marker);
                 return Ok(current);
             }
             match store.load_versioned(&loaded.k).await? {
@@ -458,20 +457,10 @@ impl TypedSession {
             }
             return Ok(out);
         };
-        let mut version = loaded.v;
-        let mut queued = match self.locks.as_deref() {
-            None => None,
-            Some(locks) => Some(locks.of(&loaded.k).lock().await),
-        };
-        if let Some(Some(last)) = queued.as_deref()
-            && last.key == loaded.k
-            && last.version > version
-        {
-            // A request of this session saved since this one loaded: start from its result.
-            (current, version) = (last.state.clone(), last.version);
-            if current.contains_key(MOVED) {
-                return Err(ChangeError::Moved);
-            }
+        let (mut queued, fresh, mut version) = self.queue(&loaded, current).await;
+        current = fresh;
+        if current.contains_key(MOVED) {
+            return Err(ChangeError::Moved);
         }
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
@@ -487,13 +476,7 @@ impl TypedSession {
             }
             if let Some(saved) = store.swap(&loaded.k, version, &next).await? {
                 let gone = next.is_empty();
-                if let Some(last) = queued.as_deref_mut() {
-                    *last = Some(LastSaved {
-                        key: loaded.k.clone(),
-                        version: saved,
-                        state: next.clone(),
-                    });
-                }
+                remember(&mut queued, &loaded.k, saved, next.clone());
                 self.replace(
                     next,
                     Some(Loaded {
@@ -517,6 +500,26 @@ impl TypedSession {
         crate::metrics::cas_given_up();
         tracing::warn!("gave up a session change after {MAX_ATTEMPTS} conflicting saves");
         Err(ChangeError::Busy)
+    }
+
+    /// Queues behind the other changes of this session in this process (its write stripe)
+    /// and returns the stripe's guard with the freshest state known here: what the last save
+    /// through the stripe left, when that is newer than `current`, the state this request
+    /// loaded.
+    async fn queue(&self, loaded: &Loaded, current: State) -> (Queued<'_>, State, u64) {
+        let queued = match self.locks.as_deref() {
+            None => None,
+            Some(locks) => Some(locks.of(&loaded.k).lock().await),
+        };
+        if let Some(Some(last)) = queued.as_deref()
+            && last.key == loaded.k
+            && last.version > loaded.v
+        {
+            // A request of this session saved since this one loaded: start from its result.
+            let (state, version) = (last.state.clone(), last.version);
+            return (queued, state, version);
+        }
+        (queued, current, loaded.v)
     }
 
     /// The state as the store holds it now; a session gone meanwhile (logout, revocation,

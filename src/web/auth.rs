@@ -165,6 +165,33 @@ fn carried_cart_message(merge: CartMerge) -> Option<String> {
     Some(text)
 }
 
+/// Logs `user` in on this session (starting in revocation `epoch`), then labels the session,
+/// revokes the browser's previous cookie login (with `cookie_revocation`) and applies
+/// `max_sessions_per_user`. Returns the guest cart that came along, if any.
+async fn start_login(
+    req: &HttpRequest,
+    session: &TypedSession,
+    user: accounts::User,
+    epoch: i64,
+    settings: &Settings,
+) -> Result<Option<CartMerge>, AppError> {
+    let replaced = session.meta();
+    let user_id = user.id;
+    let carried = session
+        .log_in(
+            SessionUser {
+                id: user.id,
+                name: user.username,
+            },
+            now_epoch(),
+            epoch,
+            settings.cart_max_lines,
+        )
+        .await?;
+    super::account::after_login(req, session, user_id, replaced).await?;
+    Ok(carried)
+}
+
 /// `POST /login`.
 pub async fn login(
     req: HttpRequest,
@@ -192,22 +219,7 @@ pub async fn login(
         Some(user) => {
             limits.clear_failures(&form.username, address).await;
             let epoch = session.login_epoch(user.id).await?;
-            let replaced = session.meta();
-            let user_id = user.id;
-            let carried = session
-                .log_in(
-                    SessionUser {
-                        id: user.id,
-                        name: user.username,
-                    },
-                    now_epoch(),
-                    epoch,
-                    settings.cart_max_lines,
-                )
-                .await?;
-            // Labels the session, revokes the browser's previous cookie login (with
-            // `cookie_revocation`), and applies `max_sessions_per_user`.
-            super::account::after_login(&req, &session, user_id, replaced).await?;
+            let carried = start_login(&req, &session, user, epoch, &settings).await?;
             if let Some(text) = carried.and_then(carried_cart_message) {
                 session.set_flash(Flash::info(text)).await?;
             }
@@ -260,22 +272,7 @@ pub async fn register(
     };
     match accounts::register(&db, &username, password).await {
         Ok(user) => {
-            let replaced = session.meta();
-            let user_id = user.id;
-            let carried = session
-                .log_in(
-                    SessionUser {
-                        id: user.id,
-                        name: user.username,
-                    },
-                    now_epoch(),
-                    0,
-                    settings.cart_max_lines,
-                )
-                .await?;
-            // Labels the session, revokes the browser's previous cookie login (with
-            // `cookie_revocation`), and applies `max_sessions_per_user`.
-            super::account::after_login(&req, &session, user_id, replaced).await?;
+            let carried = start_login(&req, &session, user, 0, &settings).await?;
             let mut welcome = format!("Welcome, {username}! Your account is ready.");
             if let Some(text) = carried.and_then(carried_cart_message) {
                 welcome = format!("{welcome} {text}");

@@ -532,13 +532,15 @@ async fn a_guest_cart_comes_along_into_a_login(variant: Variant) {
 }
 
 async fn an_idle_guest_cart_ends_on_its_own_timeout(variant: Variant) {
+    // Stores count expiry in whole seconds: a 1-second timeout could end the guest between
+    // the add and the first look at the cart; 2 seconds cannot.
     let app = spawn_app_with(variant, |s| {
-        s.guest_idle_timeout = std::time::Duration::from_secs(1)
+        s.guest_idle_timeout = std::time::Duration::from_secs(2)
     })
     .await;
     assert_eq!(app.add_to_cart(2, 1).await.status(), StatusCode::SEE_OTHER);
     assert_eq!(app.cart_of(&app.client).await, [(2, 1)]);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let page = app.page("/cart").await;
     // The cookie brings the guest's times, so the server can say why; a server-side store
     // already dropped the guest, and the server only knows the cookie is stale.
