@@ -188,6 +188,8 @@ struct Shopper {
     /// Units of the shopper's product the server acknowledged and the cart should hold.
     acknowledged: u32,
     logged_out: bool,
+    /// The last clear was sent and got no answer (or a 5xx): it may have been done.
+    clear_unanswered: bool,
 }
 
 #[derive(Deserialize)]
@@ -293,15 +295,17 @@ impl Shopper {
             return;
         }
         let held = units(&view, product);
-        if held < self.acknowledged {
+        // After a clear that got no answer, the cart may or may not be empty: that is no loss.
+        if held < self.acknowledged && !std::mem::take(&mut self.clear_unanswered) {
             log.record(Event::Lost(self.acknowledged - held));
         }
         self.acknowledged = held;
-        if held >= CLEAR_AT
-            && let Some((StatusCode::SEE_OTHER, _)) =
-                self.step(balancer, log, Some(&[]), "/cart/clear").await
-        {
-            self.acknowledged = 0;
+        if held >= CLEAR_AT {
+            match self.step(balancer, log, Some(&[]), "/cart/clear").await {
+                Some((StatusCode::SEE_OTHER, _)) => self.acknowledged = 0,
+                Some(_) => {}
+                None => self.clear_unanswered = true,
+            }
         }
     }
 }
@@ -434,6 +438,7 @@ async fn part(
             username: format!("fleet{tag}x{index}"),
             acknowledged: 0,
             logged_out: false,
+            clear_unanswered: false,
         };
         let form = [
             ("username", shopper.username.as_str()),

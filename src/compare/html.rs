@@ -608,34 +608,13 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
         text_columns: 3,
         ..DetailTable::new(
             "fleet",
-            headers(&[
-                "backend",
-                "part",
-                "routing",
-                "requests",
-                "5xx",
-                "unanswered",
-                "shoppers logged out",
-                "adds lost",
-                "well again after (s)",
-            ]),
+            headers(&super::table::FLEET_HEADERS),
             report,
             |b| {
                 b.fleet.measured().map_or_else(Vec::new, |f| {
                     f.parts
                         .iter()
-                        .map(|p| {
-                            vec![
-                                p.part.clone(),
-                                p.routing.as_str().to_owned(),
-                                p.requests.to_string(),
-                                p.server_errors.to_string(),
-                                p.unanswered.to_string(),
-                                format!("{} of {}", p.shoppers_logged_out, p.shoppers),
-                                p.adds_lost.to_string(),
-                                format!("{:.1}", p.recovered_after_secs),
-                            ]
-                        })
+                        .map(|p| super::table::fleet_row(&b.variant, p).split_off(1))
                         .collect()
                 })
             },

@@ -256,11 +256,57 @@ impl Report {
             out.push_str(&text_table(&headers, &size_rows));
         }
 
+        let fleet_rows: Vec<Vec<String>> = self
+            .backends
+            .iter()
+            .flat_map(|b| {
+                b.fleet
+                    .measured()
+                    .into_iter()
+                    .flat_map(|f| f.parts.iter().map(|p| fleet_row(&b.variant, p)))
+            })
+            .collect();
+        if !fleet_rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nFleet: 3 instances behind a health-checking balancer, 12 shoppers"
+            );
+            out.push_str(&text_table(&FLEET_HEADERS, &fleet_rows));
+        }
+
         for note in self.notes() {
             let _ = writeln!(out, "\n{note}");
         }
         out
     }
+}
+
+/// Headings of the fleet table.
+pub const FLEET_HEADERS: [&str; 9] = [
+    "backend",
+    "part",
+    "routing",
+    "requests",
+    "5xx",
+    "unanswered",
+    "logged out",
+    "adds lost",
+    "well again after",
+];
+
+/// One fleet part as a row of [`FLEET_HEADERS`].
+pub fn fleet_row(variant: &str, p: &super::report::FleetPart) -> Vec<String> {
+    vec![
+        variant.to_owned(),
+        p.part.clone(),
+        p.routing.as_str().to_owned(),
+        p.requests.to_string(),
+        p.server_errors.to_string(),
+        p.unanswered.to_string(),
+        format!("{} of {}", p.shoppers_logged_out, p.shoppers),
+        p.adds_lost.to_string(),
+        format!("{:.1} s", p.recovered_after_secs),
+    ]
 }
 
 /// The headings of the footprint tables (terminal and HTML) for these cart sizes.

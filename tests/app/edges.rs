@@ -253,9 +253,19 @@ async fn anonymous_adds_from_one_address_are_limited_and_others_keep_shopping(va
         );
     }
     let created = app.stored_sessions().await - before;
+    eprintln!(
+        "{variant:?}: 400 anonymous adds from one address: {accepted} accepted, {} refused, \
+         {created} new session records",
+        limited.len()
+    );
     assert!(
         created <= 120,
         "{created} new session records from one address"
+    );
+    assert_eq!(
+        app.metric("statecart_guest_sessions_refused_total").await,
+        u64::try_from(limited.len()).expect("count"),
+        "/metrics counts every refusal"
     );
 
     // Those already shopping keep shopping; a guest from elsewhere starts a cart.
