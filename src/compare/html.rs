@@ -621,14 +621,8 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
         )
     };
     let timelines = report
-        .backends
-        .iter()
-        .flat_map(|b| {
-            b.fleet
-                .measured()
-                .into_iter()
-                .flat_map(|f| f.parts.iter().map(|p| Timeline::of(&b.variant, p)))
-        })
+        .fleet_parts()
+        .map(|(variant, p)| Timeline::of(variant, p))
         .collect();
     let speed = DetailTable {
         text_columns: 3,

@@ -478,6 +478,16 @@ impl BackendReport {
 }
 
 impl Report {
+    /// Every measured fleet part, with the variant it ran on, in report order.
+    pub fn fleet_parts(&self) -> impl Iterator<Item = (&str, &FleetPart)> {
+        self.backends.iter().flat_map(|b| {
+            b.fleet
+                .measured()
+                .into_iter()
+                .flat_map(|f| f.parts.iter().map(|p| (b.variant.as_str(), p)))
+        })
+    }
+
     /// What did not run, one sentence each: skipped backends, then failed experiments.
     pub fn notes(&self) -> Vec<String> {
         let skipped = self.backends.iter().filter_map(|b| {

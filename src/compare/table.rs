@@ -257,14 +257,8 @@ impl Report {
         }
 
         let fleet_rows: Vec<Vec<String>> = self
-            .backends
-            .iter()
-            .flat_map(|b| {
-                b.fleet
-                    .measured()
-                    .into_iter()
-                    .flat_map(|f| f.parts.iter().map(|p| fleet_row(&b.variant, p)))
-            })
+            .fleet_parts()
+            .map(|(variant, p)| fleet_row(variant, p))
             .collect();
         if !fleet_rows.is_empty() {
             let _ = writeln!(

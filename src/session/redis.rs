@@ -359,11 +359,6 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Deletes a session and its entry in the user's set.
-    pub async fn delete(&self, key: &str) -> redis::RedisResult<()> {
-        self.delete_hashed(&key_hash(key)).await
-    }
-
     async fn delete_hashed(&self, hash: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let old: Option<String> = redis::cmd("GETDEL")

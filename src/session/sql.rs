@@ -144,15 +144,6 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Deletes a session.
-    pub async fn delete(&self, key: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM sessions WHERE key_hash = $1")
-            .bind(key_hash(key))
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
-    }
-
     /// Deletes every expired row, in batches found through the expiry index: a flood of guest
     /// rows expiring together never holds the write lock (SQLite) or bloats one transaction
     /// (PostgreSQL) for the whole purge. Run in the background.
